@@ -1,0 +1,1 @@
+"""One module per function: each reaction of the booking saga, the schedules and the HTTP edge."""

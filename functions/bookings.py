@@ -1,0 +1,166 @@
+"""The HTTP function behind /bookings: request a booking, pay for it, cancel it, read it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Annotated, Any
+
+import flask
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from shared import payments
+from shared.db import Row
+from shared.events import BookingCancelled, BookingRequested, PaymentFailed, PaymentSucceeded
+from shared.http import Api, Principal, Problem, Request, conflict, endpoint, not_found
+from shared.runtime import UnitOfWork, unit_of_work
+
+api = Api()
+SOURCE = "/marketplace/functions/bookings"
+ANYONE_SIGNED_IN = {"user", "author", "admin"}
+
+
+class NewBooking(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    course_id: uuid.UUID
+
+
+class Payment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    payment_method: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+def booking_view(row: Row) -> dict[str, Any]:
+    def text(value: Any) -> str | None:
+        return None if value is None else str(value)
+
+    return {
+        "booking_id": str(row["booking_id"]),
+        "course_id": str(row["course_id"]),
+        "user_id": str(row["user_id"]),
+        "ticket_id": text(row["ticket_id"]),
+        "status": row["status"],
+        "amount_cents": row["amount_cents"],
+        "currency": text(row["currency"]),
+        "hold_expires_at": row["hold_expires_at"].isoformat() if row["hold_expires_at"] else None,
+        "reason": row["reason"],
+        "created_at": row["created_at"].isoformat(),
+        "updated_at": row["updated_at"].isoformat(),
+    }
+
+
+def own_booking(uow: UnitOfWork, booking_id: uuid.UUID, who: Principal, lock: str = "") -> Row:
+    """The booking, if the caller may see it; someone else's is a 404 so ids leak nothing."""
+    row = uow.tx.one(f"SELECT * FROM bookings WHERE booking_id = :b {lock}", b=booking_id)
+    if row is None or (who.role != "admin" and row["user_id"] != who.user_id):
+        raise not_found("booking")
+    return row
+
+
+@api.route("POST", "/bookings", body=NewBooking, roles=ANYONE_SIGNED_IN, status=202)
+def request_booking(request: Request) -> object:
+    body: NewBooking = request.body
+    user = request.user
+    key = request.raw.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 200:
+        raise Problem(400, "Bad Request", "Idempotency-Key must be 1..200 characters")
+    fingerprint = hashlib.sha256(json.dumps(body.model_dump(mode="json")).encode()).hexdigest()
+    booking_id = uuid.uuid4()
+    answer = {"booking_id": str(booking_id), "status": "PENDING"}
+    with unit_of_work(SOURCE) as uow:
+        if key is not None:
+            # A concurrent retry with the same key waits here until this one commits.
+            fresh = uow.tx.execute(
+                "INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response)"
+                " VALUES (:u, :k, :h, 202, CAST(:r AS jsonb)) ON CONFLICT DO NOTHING",
+                u=user.user_id, k=key, h=fingerprint, r=json.dumps(answer),
+            )
+            if not fresh:
+                first = uow.tx.one(
+                    "SELECT request_hash, status_code, response FROM idempotency_keys"
+                    " WHERE user_id = :u AND key = :k", u=user.user_id, k=key,
+                )
+                assert first is not None
+                if first["request_hash"] != fingerprint:
+                    raise Problem(422, "Idempotency Key Reused",
+                                  "this Idempotency-Key was used with a different body")
+                return first["status_code"], first["response"]
+        row = uow.tx.one(
+            "INSERT INTO bookings (booking_id, course_id, user_id) VALUES (:b, :c, :u)"
+            " RETURNING created_at",
+            b=booking_id, c=body.course_id, u=user.user_id,
+        )
+        assert row is not None
+        uow.emit(BookingRequested(booking_id=booking_id, user_id=user.user_id,
+                                  course_id=body.course_id, requested_at=row["created_at"]))
+    return answer
+
+
+@api.route("GET", "/bookings/<uuid:booking_id>", roles=ANYONE_SIGNED_IN)
+def get_booking(request: Request) -> object:
+    with unit_of_work(SOURCE) as uow:
+        return booking_view(own_booking(uow, request.params["booking_id"], request.user))
+
+
+@api.route("POST", "/bookings/<uuid:booking_id>/payment", body=Payment, roles=ANYONE_SIGNED_IN,
+           status=202)
+def pay(request: Request) -> object:
+    body: Payment = request.body
+    if not payments.is_known_method(body.payment_method):
+        raise Problem(400, "Bad Request", "unknown payment method", [{
+            "field": "payment_method",
+            "message": f"use one of {', '.join(sorted(payments.TEST_CARDS))}",
+        }])
+    with unit_of_work(SOURCE) as uow:
+        booking = own_booking(uow, request.params["booking_id"], request.user, "FOR SHARE")
+        if booking["user_id"] != request.user.user_id:
+            raise not_found("booking")  # an admin may read it, only its user pays it
+        if booking["status"] != "AWAITING_PAYMENT" or booking["hold_expires_at"] <= uow.now:
+            raise conflict(f"the booking is {booking['status']}, not awaiting payment")
+        payment = payments.open_payment_row(uow.tx, booking["booking_id"])
+        if payment is None or payment["status"] != "REQUIRES_PAYMENT":
+            raise conflict("this booking's payment was already made or closed")
+        result = payments.charge(payment["payment_id"], payment["amount_cents"],
+                                 payment["currency"], body.payment_method)
+        uow.tx.execute(
+            "UPDATE payments SET status = :s, payment_method = :m, charge_id = :ch,"
+            " decline_code = :d, updated_at = now() WHERE payment_id = :p",
+            s="SUCCEEDED" if result.succeeded else "FAILED", m=body.payment_method,
+            ch=result.charge_id, d=result.decline_code, p=payment["payment_id"],
+        )
+        if result.succeeded:
+            uow.emit(PaymentSucceeded(
+                payment_id=payment["payment_id"], booking_id=booking["booking_id"],
+                amount_cents=payment["amount_cents"], currency=payment["currency"],
+                charge_id=result.charge_id,
+            ))
+        else:
+            uow.emit(PaymentFailed(payment_id=payment["payment_id"],
+                                   booking_id=booking["booking_id"],
+                                   decline_code=result.decline_code or "declined"))
+    return {"booking_id": str(booking["booking_id"]), "payment_id": str(payment["payment_id"]),
+            "status": "PROCESSING"}
+
+
+@api.route("POST", "/bookings/<uuid:booking_id>/cancel", roles=ANYONE_SIGNED_IN, status=202)
+def cancel(request: Request) -> object:
+    with unit_of_work(SOURCE) as uow:
+        booking = own_booking(uow, request.params["booking_id"], request.user, "FOR UPDATE")
+        if booking["status"] not in {"PENDING", "AWAITING_PAYMENT"}:
+            raise conflict(f"the booking is {booking['status']} and can no longer be cancelled")
+        uow.tx.execute(
+            "UPDATE bookings SET status = 'CANCELLED', reason = 'user_cancelled',"
+            " updated_at = now() WHERE booking_id = :b", b=booking["booking_id"],
+        )
+        uow.emit(BookingCancelled(
+            booking_id=booking["booking_id"], user_id=booking["user_id"],
+            course_id=booking["course_id"], ticket_id=booking["ticket_id"],
+            reason="user_cancelled",
+        ))
+    return {"booking_id": str(booking["booking_id"]), "status": "CANCELLED"}
+
+
+@endpoint("/bookings")
+def bookings(request: flask.Request) -> flask.Response:
+    return api.dispatch(request)

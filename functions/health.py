@@ -1,0 +1,59 @@
+"""The HTTP function behind /healthz: is each backing service answering?"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from urllib.parse import urlparse
+
+import flask
+
+from shared.bootstrap import runtime
+from shared.http import endpoint
+
+TIMEOUT = 2.0
+
+
+def _tcp(address: str) -> None:
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host or "127.0.0.1", int(port)), timeout=TIMEOUT):
+        pass
+
+
+def _check(probe: Callable[[], object]) -> str:
+    try:
+        probe()
+    except Exception as exc:
+        return f"down: {type(exc).__name__}"
+    return "up"
+
+
+def _http_url(url: str) -> Callable[[], object]:
+    parsed = urlparse(url)
+    return lambda: _tcp(f"{parsed.hostname}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}")
+
+
+@endpoint("/healthz")
+def health(request: flask.Request) -> flask.Response:
+    rt = runtime()
+    cfg = rt.settings
+
+    def postgres() -> None:
+        with rt.db.transaction() as tx:
+            tx.scalar("SELECT 1")
+
+    components = {
+        "kafka": _check(lambda: _tcp(cfg.kafka_bootstrap_servers.split(",")[0]))
+        if cfg.kafka_bootstrap_servers else "not_configured",
+        "postgres": _check(postgres),
+        "redis": _check(rt.redis.ping),
+        "search": _check(_http_url(cfg.elasticsearch_url)) if cfg.elasticsearch_url
+        else "not_configured",
+        "aws": _check(_http_url(cfg.aws_endpoint_url)) if cfg.aws_endpoint_url
+        else "not_configured",
+    }
+    required = ("kafka", "postgres", "redis")
+    healthy = all(components[name] == "up" for name in required)
+    body = {"status": "ok" if healthy else "degraded", "components": components}
+    return flask.Response(json.dumps(body), 200 if healthy else 503, mimetype="application/json")

@@ -1,0 +1,28 @@
+"""A ticket was reserved: hold it for the user and ask them to pay."""
+
+from __future__ import annotations
+
+from shared import holds
+from shared.events import PaymentRequested, TicketReserved
+from shared.payments import payment_id_for
+from shared.runtime import Emitted, UnitOfWork, reaction
+
+
+@reaction(TicketReserved)
+def open_hold(event: TicketReserved, uow: UnitOfWork) -> Emitted:
+    expires_at = holds.deadline(uow.now, uow.settings.hold_ttl_seconds)
+    opened = uow.tx.execute(
+        "UPDATE bookings SET status = 'AWAITING_PAYMENT', hold_expires_at = :exp,"
+        " updated_at = now() WHERE booking_id = :b AND status = 'PENDING'",
+        exp=expires_at, b=event.booking_id,
+    )
+    if not opened:
+        return None  # cancelled meanwhile: its ticket is released on booking.cancelled
+    # Set before commit: a key left by a rolled-back attempt names a deadline no
+    # booking has, so its expiry is ignored.
+    holds.open_hold(uow.redis, event.booking_id, expires_at, uow.now)
+    return PaymentRequested(
+        payment_id=payment_id_for(event.booking_id), booking_id=event.booking_id,
+        user_id=event.user_id, amount_cents=event.amount_cents, currency=event.currency,
+        hold_expires_at=expires_at,
+    )

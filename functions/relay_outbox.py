@@ -1,0 +1,18 @@
+"""On a schedule: publish outbox rows that a crash left unpublished, and forget old ones."""
+
+from __future__ import annotations
+
+from shared import outbox
+from shared.runtime import Emitted, UnitOfWork, scheduled
+
+# Rows younger than this are still being published by the request that wrote them.
+GRACE_SECONDS = 2.0
+
+
+@scheduled("* * * * *")
+def relay_outbox(uow: UnitOfWork) -> Emitted:
+    if uow.rt.publisher is not None:
+        while outbox.publish(uow.rt.db, uow.rt.publisher, older_than_seconds=GRACE_SECONDS):
+            pass
+    outbox.prune(uow.rt.db)
+    return None

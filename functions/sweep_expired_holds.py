@@ -1,0 +1,19 @@
+"""On a schedule: find holds past their deadline in PostgreSQL, for when Redis said nothing."""
+
+from __future__ import annotations
+
+from shared import holds
+from shared.runtime import Emitted, UnitOfWork, scheduled
+
+BATCH = 1000
+
+
+@scheduled("* * * * *")
+def sweep_expired_holds(uow: UnitOfWork) -> Emitted:
+    overdue = uow.tx.all(
+        "SELECT booking_id, hold_expires_at FROM bookings"
+        " WHERE status = 'AWAITING_PAYMENT' AND hold_expires_at <= now()"
+        " ORDER BY hold_expires_at LIMIT :n",
+        n=BATCH,
+    )
+    return [holds.expiry_event(r["booking_id"], r["hold_expires_at"], "sweeper") for r in overdue]

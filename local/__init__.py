@@ -1,0 +1,1 @@
+"""Local development helpers: run the real backing servers without Docker."""

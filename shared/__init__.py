@@ -1,0 +1,1 @@
+"""Marketplace's own event library and reaction runtime, shared by every function."""

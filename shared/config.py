@@ -1,0 +1,74 @@
+"""Settings read from the environment, once, so every function agrees on them.
+
+The names and defaults are the ones in CONTRACT section 4. A backing service
+whose URL is unset is started embedded by `local/`; by the time a function
+runs, the URL is always set.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise RuntimeError(f"{name} must be a whole number, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap_servers: str = ""
+    database_url: str = ""
+    redis_url: str = ""
+    elasticsearch_url: str = ""
+    aws_endpoint_url: str = ""
+    aws_region: str = "us-east-1"
+    jwt_secret: str = field(default="", repr=False)
+    admin_email: str = "admin@marketplace.local"
+    admin_password: str = field(default="", repr=False)
+    hold_ttl_seconds: int = 600
+    sweep_interval_seconds: int = 30
+    port: int = 8080
+    local_mode: bool = False
+    access_token_ttl_seconds: int = 900
+    refresh_token_ttl_seconds: int = 30 * 24 * 3600
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        local_mode = os.environ.get("MARKETPLACE_LOCAL", "") in {"1", "true", "yes"}
+        jwt_secret = os.environ.get("JWT_SECRET", "")
+        if not jwt_secret:
+            if not local_mode:
+                raise RuntimeError("JWT_SECRET is required outside local mode")
+            jwt_secret = secrets.token_urlsafe(32)
+        return cls(
+            kafka_bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", ""),
+            database_url=os.environ.get("DATABASE_URL", ""),
+            redis_url=os.environ.get("REDIS_URL", ""),
+            elasticsearch_url=os.environ.get("ELASTICSEARCH_URL", ""),
+            aws_endpoint_url=os.environ.get("AWS_ENDPOINT_URL", ""),
+            aws_region=os.environ.get("AWS_REGION", "us-east-1"),
+            jwt_secret=jwt_secret,
+            admin_email=os.environ.get("ADMIN_EMAIL", "admin@marketplace.local"),
+            admin_password=os.environ.get("ADMIN_PASSWORD", ""),
+            hold_ttl_seconds=_int("HOLD_TTL_SECONDS", 600),
+            sweep_interval_seconds=_int("SWEEP_INTERVAL_SECONDS", 30),
+            port=_int("PORT", 8080),
+            local_mode=local_mode,
+            access_token_ttl_seconds=_int("ACCESS_TOKEN_TTL_SECONDS", 900),
+            refresh_token_ttl_seconds=_int("REFRESH_TOKEN_TTL_SECONDS", 30 * 24 * 3600),
+        )
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process's settings; tests that change the environment call `settings.cache_clear()`."""
+    return Settings.from_env()

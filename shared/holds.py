@@ -1,0 +1,63 @@
+"""A booking's ten-minute hold: a Redis key for a fast expiry, a column for a durable one.
+
+The key's name carries the hold's deadline in milliseconds, so the watcher
+(which only learns the name of an expired key) and the sweeper (which reads
+the deadline from PostgreSQL) build the same `reservation.expired` event with
+the same CloudEvent id: whichever fires second is dropped by the inbox. A
+stale key from an older hold names another deadline and is ignored.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from shared.envelope import Envelope
+from shared.events import ReservationExpired
+
+KEY_PREFIX = "marketplace:hold:"
+_NAMESPACE = uuid.UUID("6f1c2f3e-6d59-4b8e-9a51-7e3f0f7f2a10")
+
+
+def deadline(now: datetime, ttl_seconds: int) -> datetime:
+    """`now + ttl`, truncated to the millisecond that the key name can carry."""
+    exact = now + timedelta(seconds=ttl_seconds)
+    return exact.replace(microsecond=exact.microsecond // 1000 * 1000)
+
+
+def _millis(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000 + 0.5)
+
+
+def key(booking_id: uuid.UUID, expires_at: datetime) -> str:
+    return f"{KEY_PREFIX}{booking_id}:{_millis(expires_at)}"
+
+
+def parse_key(name: str) -> tuple[uuid.UUID, datetime] | None:
+    if not name.startswith(KEY_PREFIX):
+        return None
+    try:
+        booking, millis = name[len(KEY_PREFIX):].split(":")
+        return uuid.UUID(booking), datetime.fromtimestamp(int(millis) / 1000, UTC)
+    except ValueError:
+        return None
+
+
+def open_hold(redis: Any, booking_id: uuid.UUID, expires_at: datetime, now: datetime) -> None:
+    """Set the key to expire at the deadline (at least a millisecond from now)."""
+    ttl_ms = max(1, _millis(expires_at) - _millis(now))
+    redis.set(key(booking_id, expires_at), b"1", px=ttl_ms)
+
+
+def expiry_event(booking_id: uuid.UUID, expires_at: datetime,
+                 detected_by: Literal["watcher", "sweeper"], source: str = ""
+                 ) -> Envelope[ReservationExpired]:
+    event_id = uuid.uuid5(_NAMESPACE, f"{booking_id}/{_millis(expires_at)}")
+    return Envelope(
+        data=ReservationExpired(
+            booking_id=booking_id, hold_expires_at=expires_at, detected_by=detected_by
+        ),
+        source=source,
+        id=str(event_id),
+    )

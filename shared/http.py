@@ -1,0 +1,221 @@
+"""The HTTP edge's plumbing: routes declared with their body model and roles, RFC 9457 errors.
+
+Each HTTP function is one functions-framework `http` function that dispatches
+to an `Api`'s routes. A route names its request model, so the body is
+validated before the view runs and the same models can describe the API.
+Every error leaves as `application/problem+json`; malformed input is a 4xx,
+never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import flask
+import functions_framework
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+
+from shared import tokens
+from shared.routing import Endpoint, register_endpoint
+
+log = logging.getLogger("marketplace.http")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class Problem(Exception):
+    """An error answer; raise it anywhere in a view."""
+
+    def __init__(self, status: int, title: str, detail: str = "",
+                 errors: list[dict[str, str]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title
+        self.detail = detail or title
+        self.errors = errors
+        self.headers = headers or {}
+
+    def response(self) -> flask.Response:
+        body: dict[str, Any] = {
+            "type": f"https://marketplace.local/problems/{self.title.lower().replace(' ', '-')}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.errors is not None:
+            body["errors"] = self.errors
+        return flask.Response(json.dumps(body), self.status, self.headers, mimetype=PROBLEM_JSON)
+
+
+def not_found(what: str = "resource") -> Problem:
+    return Problem(404, "Not Found", f"no such {what}")
+
+
+def conflict(detail: str) -> Problem:
+    return Problem(409, "Conflict", detail)
+
+
+def validation_problem(exc: ValidationError, where: str = "body") -> Problem:
+    errors = [
+        {"field": ".".join(str(p) for p in err["loc"]) or where, "message": err["msg"]}
+        for err in exc.errors()
+    ]
+    return Problem(422, "Validation Failed", f"the request {where} is not valid", errors)
+
+
+@dataclass
+class Principal:
+    user_id: UUID
+    role: str
+
+
+@dataclass
+class Request:
+    """What a view gets: the validated body, the caller, and the raw request."""
+
+    raw: flask.Request
+    body: Any = None
+    principal: Principal | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def user(self) -> Principal:
+        if self.principal is None:  # routes with roles never reach a view without one
+            raise Problem(401, "Unauthorized", "a bearer access token is required")
+        return self.principal
+
+
+View = Callable[[Request], Any]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    view: View
+    body: type[BaseModel] | None
+    roles: frozenset[str] | None  # None: anyone
+    status: int
+
+
+class Api:
+    """The routes one HTTP function serves."""
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+        self._map = Map(strict_slashes=False, merge_slashes=False)
+
+    def route(self, method: str, path: str, *, body: type[BaseModel] | None = None,
+              roles: set[str] | None = None, status: int = 200) -> Callable[[View], View]:
+        def decorate(view: View) -> View:
+            route = Route(method, path, view, body,
+                          frozenset(roles) if roles is not None else None, status)
+            self.routes.append(route)
+            self._map.add(Rule(path, methods=[method], endpoint=len(self.routes) - 1))
+            return view
+
+        return decorate
+
+    def dispatch(self, raw: flask.Request) -> flask.Response:
+        try:
+            return self._dispatch(raw)
+        except Problem as problem:
+            return problem.response()
+        except Exception:
+            log.exception("%s %s failed", raw.method, raw.path)
+            return Problem(500, "Internal Server Error", "the request could not be completed"
+                           ).response()
+
+    def _dispatch(self, raw: flask.Request) -> flask.Response:
+        adapter = self._map.bind("marketplace", path_info=raw.path)
+        try:
+            index, params = adapter.match(method=raw.method)
+        except MethodNotAllowed as exc:
+            allowed = ", ".join(sorted(exc.valid_methods or []))
+            raise Problem(405, "Method Not Allowed", f"use {allowed}",
+                          headers={"Allow": allowed}) from exc
+        except NotFound as exc:
+            raise not_found("route") from exc
+        route = self.routes[index]
+        request = Request(raw, params=params)
+        if route.roles is not None:
+            request.principal = authenticate(raw)
+            if request.principal.role not in route.roles:
+                raise Problem(403, "Forbidden", "your role may not do this")
+        if route.body is not None:
+            request.body = parse_body(raw, route.body)
+        result = route.view(request)
+        if isinstance(result, flask.Response):
+            return result
+        status = route.status
+        if isinstance(result, tuple):
+            status, result = result
+        if result is None:
+            return flask.Response(status=status)
+        return flask.Response(json.dumps(result, default=str), status, mimetype="application/json")
+
+
+def parse_body(raw: flask.Request, model: type[BaseModel]) -> BaseModel:
+    data = raw.get_data()
+    if not data:
+        raise Problem(400, "Bad Request", "a JSON body is required")
+    try:
+        payload = json.loads(data)
+    except ValueError as exc:
+        raise Problem(400, "Bad Request", f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise Problem(422, "Validation Failed", "the body must be a JSON object",
+                      [{"field": "body", "message": "must be an object"}])
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise validation_problem(exc) from exc
+
+
+def authenticate(raw: flask.Request) -> Principal:
+    header = raw.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Problem(401, "Unauthorized", "a bearer access token is required",
+                      headers={"WWW-Authenticate": "Bearer"})
+    claims = tokens.verify_access(token.strip())
+    if claims is None:
+        raise Problem(401, "Unauthorized", "the access token is invalid or expired",
+                      headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return Principal(UUID(claims["sub"]), claims["role"])
+
+
+def endpoint(*prefixes: str) -> Callable[[Callable[[flask.Request], flask.Response]],
+                                          Callable[[flask.Request], flask.Response]]:
+    """Declare an HTTP function and the URL prefixes the front door routes to it."""
+
+    def decorate(function: Callable[[flask.Request], flask.Response]
+                 ) -> Callable[[flask.Request], flask.Response]:
+        register_endpoint(Endpoint(function.__name__, prefixes))
+        return functions_framework.http(function)  # type: ignore[no-any-return]
+
+    return decorate
+
+
+def page_params(raw: flask.Request) -> tuple[int, int]:
+    """`page` (from 1) and `size` (1..100, default 20), or a 422 naming the field."""
+    values = {}
+    for name, default, low, high in (("page", 1, 1, 1_000_000), ("size", 20, 1, 100)):
+        text = raw.args.get(name, str(default))
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise Problem(422, "Validation Failed", f"{name} is out of range",
+                          [{"field": name, "message": f"must be a whole number {low}..{high}"}])
+        values[name] = value
+    return values["page"], values["size"]

@@ -1,0 +1,70 @@
+"""Shared fixtures: real embedded servers for the whole session, a clean database per test.
+
+A backing service whose URL is set in the environment (DATABASE_URL,
+REDIS_URL, KAFKA_BOOTSTRAP_SERVERS) is used as it is; otherwise it is
+started from its wheel, so the suite needs nothing installed on the machine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from local import embedded
+from shared import bootstrap
+from shared.bootstrap import Runtime
+from shared.config import settings
+
+os.environ.setdefault("MARKETPLACE_LOCAL", "1")
+os.environ.setdefault("JWT_SECRET", "test-secret-" + "x" * 32)
+
+TABLES = (
+    "inbox, outbox, refresh_tokens, accounts, tickets, courses, bookings, payments,"
+    " idempotency_keys"
+)
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture(scope="session")
+def database_url(workdir: Path) -> Iterator[str]:
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    server = embedded.start_postgres(workdir)
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(workdir: Path) -> Iterator[str]:
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    server = embedded.start_redis(workdir)
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def rt(database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+    """A runtime on clean state whose emitted events stay in the outbox for the test to read."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    settings.cache_clear()
+    runtime = bootstrap.build(publish=False)
+    with runtime.db.transaction() as tx:
+        tx.execute(f"TRUNCATE {TABLES}")
+    runtime.redis.flushdb()
+    bootstrap.install(runtime)
+    yield runtime
+    bootstrap.install(None)
+    runtime.close()
+    settings.cache_clear()
