@@ -9,12 +9,12 @@ from typing import Annotated
 import flask
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shared import tokens
 from shared.db import Tx
 from shared.events import UserRegistered
-from shared.http import Api, Problem, Request, endpoint
+from shared.http import Api, Email, Problem, Request, endpoint
 from shared.runtime import UnitOfWork, unit_of_work
 
 api = Api()
@@ -28,7 +28,7 @@ Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
 
 class Register(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    email: EmailStr
+    email: Email
     password: Password
     full_name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{5,20}$")] | None = None

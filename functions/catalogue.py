@@ -11,7 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 from shared.db import Row, Tx
 from shared.events import CoursePublished
 from shared.http import Api, Request, endpoint, not_found
-from shared.runtime import unit_of_work
+from shared.runtime import UnitOfWork, unit_of_work
 
 api = Api()
 SOURCE = "/marketplace/functions/catalogue"
@@ -51,30 +51,34 @@ def course_view(tx: Tx, course: Row) -> dict[str, Any]:
     }
 
 
+def create_course(uow: UnitOfWork, author_id: uuid.UUID, body: NewCourse) -> dict[str, Any]:
+    """Insert the course and its tickets, emit course.published; returns the course view."""
+    course_id = uuid.uuid4()
+    course = uow.tx.one(
+        "INSERT INTO courses (course_id, author_id, title, description, price_cents,"
+        " currency, starts_at, capacity) VALUES (:c, :a, :t, :d, :p, :cur, :s, :cap)"
+        " RETURNING *",
+        c=course_id, a=author_id, t=body.title, d=body.description,
+        p=body.price_cents, cur=body.currency, s=body.starts_at, cap=body.capacity,
+    )
+    assert course is not None
+    uow.tx.execute(
+        "INSERT INTO tickets (ticket_id, course_id)"
+        " SELECT gen_random_uuid(), :c FROM generate_series(1, :n)",
+        c=course_id, n=body.capacity,
+    )
+    uow.emit(CoursePublished(
+        course_id=course_id, author_id=author_id, title=body.title,
+        price_cents=body.price_cents, currency=body.currency, starts_at=body.starts_at,
+        capacity=body.capacity,
+    ))
+    return course_view(uow.tx, course)
+
+
 @api.route("POST", "/courses", body=NewCourse, roles={"author", "admin"}, status=201)
 def publish_course(request: Request) -> object:
-    body: NewCourse = request.body
-    course_id = uuid.uuid4()
     with unit_of_work(SOURCE) as uow:
-        course = uow.tx.one(
-            "INSERT INTO courses (course_id, author_id, title, description, price_cents,"
-            " currency, starts_at, capacity) VALUES (:c, :a, :t, :d, :p, :cur, :s, :cap)"
-            " RETURNING *",
-            c=course_id, a=request.user.user_id, t=body.title, d=body.description,
-            p=body.price_cents, cur=body.currency, s=body.starts_at, cap=body.capacity,
-        )
-        assert course is not None
-        uow.tx.execute(
-            "INSERT INTO tickets (ticket_id, course_id)"
-            " SELECT gen_random_uuid(), :c FROM generate_series(1, :n)",
-            c=course_id, n=body.capacity,
-        )
-        uow.emit(CoursePublished(
-            course_id=course_id, author_id=request.user.user_id, title=body.title,
-            price_cents=body.price_cents, currency=body.currency, starts_at=body.starts_at,
-            capacity=body.capacity,
-        ))
-        return course_view(uow.tx, course)
+        return create_course(uow, request.user.user_id, request.body)
 
 
 @api.route("GET", "/courses/<uuid:course_id>")

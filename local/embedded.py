@@ -358,7 +358,7 @@ def _launch(
                 cwd=cwd,
                 start_new_session=True,  # own process group: stop() kills children too
                 # Only a prctl() call runs between fork and exec (see below).
-                preexec_fn=_death_signal_preexec(death_signal),  # noqa: PLW1509
+                preexec_fn=death_signal_preexec(death_signal),  # noqa: PLW1509
                 user=user,
                 group=group,
                 extra_groups=[] if user is not None else None,
@@ -405,7 +405,7 @@ def _wait_ready(server: EmbeddedServer, probe: Callable[[], bool]) -> None:
     )
 
 
-def _death_signal_preexec(sig: int) -> Callable[[], None] | None:
+def death_signal_preexec(sig: int) -> Callable[[], None] | None:
     """Build a preexec_fn that makes the kernel signal the child when we die.
 
     PR_SET_PDEATHSIG fires when the *thread* that forked exits, so it is only

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 TYPE_PREFIX = "marketplace."
 DEAD_LETTER_TOPIC = "marketplace.dead-letter"
@@ -42,7 +42,7 @@ class UserRegistered(Event):
     topic: ClassVar[str] = "user.registered"
     key: ClassVar[str] = "user_id"
     user_id: UUID
-    email: EmailStr
+    email: str
     full_name: str
     phone: str | None = None
     role: Literal["user", "author", "admin"]

@@ -13,12 +13,12 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import flask
 import functions_framework
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, StringConstraints, ValidationError
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
@@ -28,6 +28,21 @@ from shared.routing import Endpoint, register_endpoint
 log = logging.getLogger("marketplace.http")
 
 PROBLEM_JSON = "application/problem+json"
+
+
+def _lower_domain(address: str) -> str:
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+# Deliberately plain: one @, a dotted domain, no spaces. Whether it receives mail is
+# for the welcome email to find out, and local domains (admin@marketplace.local) are fine.
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=320,
+                      pattern=r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]+$"),
+    AfterValidator(_lower_domain),
+]
 
 
 class Problem(Exception):

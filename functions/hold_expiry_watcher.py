@@ -1,0 +1,91 @@
+"""Turn Redis `expired` keyspace notifications into reservation.expired events.
+
+The low-latency path to a hold's end. Redis notifications are fire and
+forget (a notification sent while nobody listens is lost, and `expired` fires
+when Redis gets round to deleting the key), so the sweeper backs this up;
+both produce the same CloudEvent id. Runs as a long-lived process: locally a
+thread of the stack, in a cluster a ContainerSource posting to its K_SINK or
+a Deployment producing to Kafka.
+
+    python -m functions.hold_expiry_watcher
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlparse
+
+import redis
+import requests
+
+from shared import holds
+from shared.config import settings
+from shared.envelope import Envelope, to_http_binary, to_kafka
+from shared.kafka import KafkaPublisher
+
+log = logging.getLogger("marketplace.hold_expiry_watcher")
+SOURCE = "/marketplace/functions/hold-expiry-watcher"
+
+Publish = Callable[[Envelope[Any]], None]
+
+
+def watch(redis_url: str, publish: Publish, stop: threading.Event,
+          ready: threading.Event | None = None) -> None:
+    """Listen until `stop` is set; reconnect when the connection drops."""
+    db = int((urlparse(redis_url).path or "/0").lstrip("/") or 0)
+    channel = f"__keyevent@{db}__:expired"
+    while not stop.is_set():
+        client: Any = redis.Redis.from_url(redis_url)
+        try:
+            try:
+                client.config_set("notify-keyspace-events", "Ex")
+            except redis.ResponseError:  # managed Redis: configured by its operator
+                log.warning("could not enable keyspace notifications; relying on the sweeper")
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(channel)
+            if ready is not None:
+                ready.set()
+            while not stop.is_set():
+                message = pubsub.get_message(timeout=0.5)
+                if message is None:
+                    continue
+                parsed = holds.parse_key(message["data"].decode())
+                if parsed is not None:
+                    publish(holds.expiry_event(*parsed, "watcher", SOURCE))
+        except (redis.ConnectionError, OSError):
+            log.warning("lost the Redis connection; reconnecting", exc_info=True)
+            stop.wait(1.0)
+        finally:
+            client.close()
+
+
+def kafka_publisher(bootstrap: str) -> Publish:
+    producer = KafkaPublisher(bootstrap)
+    return lambda envelope: producer.send_all([to_kafka(envelope)])
+
+
+def sink_publisher(sink: str) -> Publish:
+    """Post to a ContainerSource's K_SINK (a KafkaSink writes it to the topic)."""
+    session = requests.Session()
+
+    def publish(envelope: Envelope[Any]) -> None:
+        headers, body = to_http_binary(envelope)
+        session.post(sink, data=body, headers=headers, timeout=10).raise_for_status()
+
+    return publish
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO)
+    cfg = settings()
+    sink = os.environ.get("K_SINK")
+    publish = sink_publisher(sink) if sink else kafka_publisher(cfg.kafka_bootstrap_servers)
+    watch(cfg.redis_url, publish, threading.Event())
+
+
+if __name__ == "__main__":
+    main()

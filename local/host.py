@@ -1,0 +1,92 @@
+"""Serve functions under functions-framework's own gunicorn server, several per process.
+
+In a cluster each function is its own Knative Service. Locally one process
+serves all HTTP functions behind the front door (the API on one port,
+routed by path prefix as the cluster's ingress would), and another serves
+all reactions, each under `/<name>` for the KafkaSource emulator to call.
+
+    python -m local.host api --port 8080
+    python -m local.host reactions --port 8081
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from functions_framework import create_app
+from functions_framework._http.gunicorn import GunicornApplication
+
+from shared.routing import FUNCTION_SOURCE, load
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _not_found(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    body = json.dumps({"type": "about:blank", "title": "Not Found", "status": 404,
+                       "detail": f"no route for {environ.get('PATH_INFO', '')}"}).encode()
+    start_response("404 Not Found", [("Content-Type", "application/problem+json"),
+                                     ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class PrefixRouter:
+    """Send a request to the app whose path prefix it starts with, longest prefix first."""
+
+    def __init__(self, routes: dict[str, WSGIApp], strip: bool) -> None:
+        self.routes = sorted(routes.items(), key=lambda item: -len(item[0]))
+        self.strip = strip
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
+                 ) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "") or "/"
+        for prefix, app in self.routes:
+            if path == prefix or path.startswith(prefix + "/"):
+                if self.strip:
+                    environ = {**environ, "SCRIPT_NAME": prefix,
+                               "PATH_INFO": path[len(prefix):] or "/"}
+                return app(environ, start_response)
+        return _not_found(environ, start_response)
+
+
+def _source() -> str:
+    return os.path.join(ROOT, FUNCTION_SOURCE)
+
+
+def api_app() -> WSGIApp:
+    """The front door: every HTTP function under the path prefixes it declared."""
+    _, endpoints = load()
+    routes: dict[str, WSGIApp] = {}
+    for endpoint in endpoints:
+        app = create_app(endpoint.target, _source())
+        for prefix in endpoint.prefixes:
+            routes[prefix] = app
+    return PrefixRouter(routes, strip=False)
+
+
+def reactions_app() -> WSGIApp:
+    """Every reaction (and schedule) under `/<name>`, as the KafkaSource emulator calls them."""
+    reactions, _ = load()
+    return PrefixRouter(
+        {f"/{r.name}": create_app(r.target, _source()) for r in reactions}, strip=True
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("role", choices=["api", "reactions"])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", "16")))
+    args = parser.parse_args(argv)
+    app = api_app() if args.role == "api" else reactions_app()
+    GunicornApplication(app, args.host, args.port, False, threads=args.threads,
+                        accesslog=None).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,342 @@
+"""A local stand-in for Knative's KafkaSource, with the same delivery rules.
+
+Functions are written against what KafkaSource does in the cluster (see
+FIELD-NOTES: binary-mode forwarding, which answers are retried, which go to
+the dead letter, ordered partitions), so the local stack must behave the same
+or handlers would pass locally and fail when deployed. One consumer group per
+reaction, named like the real KafkaSource's ``consumerGroup``.
+
+Deliberate differences: offsets are committed after each fully handled batch
+(Knative commits every 5 s; both are at-least-once), the dead letter is a
+Kafka topic rather than an HTTP sink, and ``stop()`` waits for in-flight POSTs
+(each bounded by ``timeout``).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from typing import Any
+
+import requests
+from kafka import KafkaConsumer, KafkaProducer  # type: ignore[import-untyped,unused-ignore]
+from kafka.errors import KafkaError  # type: ignore[import-untyped,unused-ignore]
+
+from shared.envelope import kafka_headers_to_http
+from shared.events import DEAD_LETTER_TOPIC
+from shared.routing import Reaction
+
+__all__ = ["DeliveryStats", "KafkaSourceEmulator"]
+
+_log = logging.getLogger("marketplace.kafkasource")
+
+_RETRYABLE = frozenset({404, 408, 409, 429})  # plus every 5xx and connection errors
+_ERROR_DATA_LIMIT = 1024  # Knative truncates knativeerrordata to this many bytes
+_POLL_MS = 200  # also bounds how long stop() waits for an idle consumer
+_SOURCE_PREFIX = "/apis/v1/namespaces/local/kafkasources/"  # namespace: "local"
+_Headers = list[tuple[str, bytes]]
+
+
+@dataclass
+class DeliveryStats:
+    """Per-reaction counters; ``retried`` counts attempts, not records."""
+
+    delivered: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+
+
+class _Stopped(Exception):
+    """stop() interrupted a delivery: leave the batch uncommitted, to come again."""
+
+
+class KafkaSourceEmulator:
+    """Consume each reaction's topics and POST every record to its sink."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        reactions: Iterable[Reaction],
+        sink_url: Callable[[Reaction], str],
+        dead_letter_topic: str = DEAD_LETTER_TOPIC,
+        retry: int = 5,
+        backoff_delay: float = 0.2,
+        timeout: float = 30.0,
+        max_poll_records: int = 50,
+    ) -> None:
+        self._bootstrap = bootstrap
+        # Reactions without topics run on a schedule: PingSources, not ours.
+        self._reactions = [r for r in reactions if r.topics]
+        self._sink_url = sink_url
+        self._dead_letter_topic = dead_letter_topic
+        self._retry = retry
+        self._backoff_delay = backoff_delay
+        self._timeout = timeout
+        self._max_poll_records = max_poll_records
+        self._stats = {r.target: DeliveryStats() for r in self._reactions}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._ready: dict[str, threading.Event] = {}
+        self._threads: list[threading.Thread] = []
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._producer: Any = None
+        self._started = False
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the consumers here: a broker problem raises now, not in a thread."""
+        if self._started:
+            raise RuntimeError("a KafkaSourceEmulator starts once")
+        self._started = True
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=self._bootstrap, acks="all", linger_ms=0
+            )
+            for reaction in self._reactions:
+                self._start_consumer(reaction)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_consumer(self, reaction: Reaction) -> None:
+        consumer = KafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            client_id=f"kafkasource-{reaction.name}",
+            group_id=reaction.consumer_group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            max_poll_records=self._max_poll_records,
+            # Tansu stalls group joins with the 300 s default (FIELD-NOTES).
+            max_poll_interval_ms=10000,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+        )
+        consumer.subscribe(list(reaction.topics))
+        self._ready[reaction.target] = threading.Event()
+        thread = threading.Thread(
+            target=self._consume,
+            args=(reaction, consumer),
+            name=f"kafkasource-{reaction.name}",
+            daemon=True,
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Block until every consumer has joined its group and holds partitions.
+
+        Records produced before that are not lost (initial offset: earliest),
+        but tests and the stack want to know the sources are live.
+        """
+        deadline = time.monotonic() + timeout
+        for thread, (target, ready) in zip(
+            self._threads, self._ready.items(), strict=True
+        ):
+            while not ready.wait(0.05):
+                if not thread.is_alive():
+                    raise RuntimeError(f"consumer for {target} died; see the log")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"consumer for {target} got no partitions in {timeout:g}s"
+                    )
+
+    def stop(self) -> None:
+        """Stop polling, let in-flight deliveries end, close everything (idempotent)."""
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join()
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+            self._producer = None
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+    def stats(self) -> dict[str, DeliveryStats]:
+        with self._lock:
+            return {target: replace(s) for target, s in self._stats.items()}
+
+    # --- consuming -------------------------------------------------------------
+
+    def _consume(self, reaction: Reaction, consumer: Any) -> None:
+        ready = self._ready[reaction.target]
+        pool = ThreadPoolExecutor(
+            self._max_poll_records, f"kafkasource-{reaction.name}-send"
+        )
+        try:
+            while not self._stopping.is_set():
+                try:
+                    batch = consumer.poll(timeout_ms=_POLL_MS)
+                    if consumer.assignment():
+                        ready.set()
+                    if batch and self._handle(reaction, consumer, pool, batch):
+                        consumer.commit()
+                except KafkaError as exc:  # rebalance, broker hiccup: redelivered
+                    _log.warning("consumer %s: %s", reaction.consumer_group, exc)
+                    self._stopping.wait(1.0)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            consumer.close(autocommit=False)
+
+    def _handle(
+        self, reaction: Reaction, consumer: Any, pool: ThreadPoolExecutor, batch: Any
+    ) -> bool:
+        """Deliver a polled batch; True once each record was delivered or dead-lettered.
+
+        The caller commits only then: a batch cut short by stop() comes again.
+        """
+        futures: list[Future[None]]
+        if reaction.ordering == "ordered":
+            futures = [
+                pool.submit(self._deliver_in_order, reaction, rs)
+                for rs in batch.values()
+            ]
+        else:
+            futures = [
+                pool.submit(self._deliver, reaction, r)
+                for rs in batch.values()
+                for r in rs
+            ]
+        # Keep polling while the batch is in flight, partitions paused: long
+        # retry chains must not exceed max_poll_interval_ms and cost us the group.
+        paused = consumer.assignment()
+        consumer.pause(*paused)
+        while wait(futures, timeout=0.5).not_done:
+            try:
+                # Only partitions newly assigned by a rebalance can return
+                # records here: rewind them, they come with the next batch.
+                for tp, records in consumer.poll(timeout_ms=0).items():
+                    consumer.seek(tp, records[0].offset)
+            except KafkaError as error:
+                _log.warning("consumer %s: %s", reaction.consumer_group, error)
+        consumer.resume(*(consumer.assignment() & paused))
+        complete = True
+        for future in futures:
+            exc = future.exception()
+            if exc is not None:
+                complete = False
+                if not isinstance(exc, _Stopped):
+                    _log.error("delivery for %s crashed", reaction.target, exc_info=exc)
+        return complete
+
+    # --- delivering ------------------------------------------------------------
+
+    def _deliver_in_order(self, reaction: Reaction, records: list[Any]) -> None:
+        for record in records:
+            self._deliver(reaction, record)
+
+    def _deliver(self, reaction: Reaction, record: Any) -> None:
+        """POST one record until success, a non-retryable answer or retries run out."""
+        if self._stopping.is_set():
+            raise _Stopped
+        url = self._sink_url(reaction)
+        headers = _cloudevent_headers(reaction, record)
+        attempt = 0
+        while True:
+            code, data = self._post(
+                url, kafka_headers_to_http(headers), record.value or b""
+            )
+            if 0 < code < 300:
+                self._count(reaction, "delivered")
+                return
+            retryable = code == 0 or code >= 500 or code in _RETRYABLE
+            if not retryable or attempt >= self._retry:
+                why = f"after {attempt} retries" if retryable else "not retryable"
+                self._dead_letter(reaction, record, headers, url, code, data, why)
+                return
+            self._count(reaction, "retried")
+            if self._stopping.wait(self._backoff_delay * 2**attempt):
+                raise _Stopped
+            attempt += 1
+
+    def _post(
+        self, url: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes]:
+        """Status and body of one attempt; 0 means a connection error or timeout."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            with self._lock:
+                self._sessions.append(session)
+        try:
+            # A 3xx is a failure for Knative too: do not follow it.
+            response = session.post(
+                url,
+                data=body,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            return 0, f"{type(exc).__name__}: {exc}".encode()
+        return response.status_code, response.content
+
+    def _dead_letter(
+        self,
+        reaction: Reaction,
+        record: Any,
+        headers: _Headers,
+        url: str,
+        code: int,
+        data: bytes,
+        why: str,
+    ) -> None:
+        """Produce the record with Knative's error extensions; the partition moves on.
+
+        Like Knative, a failed dead-letter send is logged and the offset is
+        committed anyway: a poison record must never stall its partition.
+        """
+        errors = [
+            ("ce_knativeerrordest", url.encode()),
+            ("ce_knativeerrorcode", str(code).encode()),
+            ("ce_knativeerrordata", base64.b64encode(data[:_ERROR_DATA_LIMIT])),
+        ]
+        names = {name for name, _ in errors}
+        out = [(n, v) for n, v in headers if n not in names] + errors
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
+        try:
+            self._producer.send(
+                self._dead_letter_topic, key=record.key, value=record.value, headers=out
+            ).get(timeout=10)
+        except KafkaError as exc:
+            _log.error("dead letter for %s of %s lost: %s", where, reaction.target, exc)
+        _log.warning(
+            "dead-lettered %s for %s: %s, %s: %s",
+            where,
+            reaction.target,
+            f"HTTP {code}" if code else "connection error",
+            why,
+            data[:200].decode("utf-8", errors="replace"),
+        )
+        self._count(reaction, "dead_lettered")
+
+    def _count(self, reaction: Reaction, field: str) -> None:
+        with self._lock:
+            stats = self._stats[reaction.target]
+            setattr(stats, field, getattr(stats, field) + 1)
+
+
+def _cloudevent_headers(reaction: Reaction, record: Any) -> _Headers:
+    """The record's headers, wrapped as Knative does when it is not a CloudEvent yet."""
+    headers: _Headers = [(name, value or b"") for name, value in record.headers or []]
+    if any(name == "ce_specversion" for name, _ in headers):
+        return headers
+    p, o = record.partition, record.offset
+    wrapped = {
+        "ce_specversion": "1.0",
+        "ce_id": f"partition:{p}/offset:{o}",
+        "ce_source": f"{_SOURCE_PREFIX}{reaction.name}#{record.topic}",
+        "ce_type": "dev.knative.kafka.event",
+        "ce_subject": f"partition:{p}#{o}",
+    }
+    if not any(name.lower() == "content-type" for name, _ in headers):
+        wrapped["content-type"] = "application/json"
+    return headers + [(name, value.encode()) for name, value in wrapped.items()]

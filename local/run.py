@@ -1,0 +1,70 @@
+"""`make run`: the whole marketplace on this machine until Ctrl-C.
+
+    python -m local.run [--port 8080] [--workdir .local/run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from local import seed
+from local.stack import Stack, StackConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".local" / "run")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+    shutil.rmtree(args.workdir, ignore_errors=True)  # embedded state is fresh each run
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    print("Starting the marketplace...", flush=True)
+    stack = Stack(StackConfig(workdir=args.workdir, port=args.port))
+    try:
+        stack.start()
+        admin_email = os.environ.get("ADMIN_EMAIL", "admin@marketplace.local")
+        admin_id, password = seed.seed_admin(admin_email, os.environ.get("ADMIN_PASSWORD"))
+        course = seed.seed_demo_course(admin_id)
+        embedded = ", ".join(s.name for s in stack.servers) or "none"
+        print(f"""
+Marketplace is up.
+  API           {stack.api_url}   (try {stack.api_url}/healthz)
+  admin         {admin_email} / {password or '(ADMIN_PASSWORD, or unchanged)'}
+  demo course   {stack.api_url}/courses/{course}
+  embedded      {embedded}
+  Kafka         {stack.env['KAFKA_BOOTSTRAP_SERVERS']}
+  PostgreSQL    {stack.env['DATABASE_URL']}
+  Redis         {stack.env['REDIS_URL']}
+  logs          {args.workdir}
+Ctrl-C stops everything.
+""", flush=True)
+        done.wait()
+    finally:
+        print("Stopping...", flush=True)
+        seed.close()
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Concurrency on real PostgreSQL: many deliveries at once never sell a ticket twice."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from support import COURSE, fixture, outbox, post, row, scalar, seed_booking, seed_course
+from support import ticket_counts as counts
+
+from shared import holds
+from shared.bootstrap import Runtime
+
+
+def race(calls: list[Callable[[], object]]) -> list[object]:
+    """Start every call at the same moment, each on its own thread."""
+    gate = threading.Barrier(len(calls))
+    results: list[object] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        gate.wait()
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_thirty_reservations_race_for_five_tickets(rt: Runtime) -> None:
+    seed_course(rt, capacity=5)
+    bookings = [seed_booking(rt, booking_id=uuid.uuid4()) for _ in range(30)]
+    events = [fixture("booking.requested", booking_id=b) | {"id": str(uuid.uuid4())}
+              for b in bookings]
+    answers = race([lambda e=e: post("reserve_ticket", e).status_code for e in events])
+    assert answers == [200] * 30
+    assert counts(rt) == {"AVAILABLE": 0, "RESERVED": 5, "SOLD": 0}
+    reserved = outbox(rt, "ticket.reserved")
+    assert len(reserved) == 5
+    assert len({e["data"]["ticket_id"] for e in reserved}) == 5
+    assert [e["data"]["reason"] for e in outbox(rt, "ticket.unavailable")] == ["sold_out"] * 25
+    assert scalar(rt, "SELECT count(DISTINCT booking_id) FROM tickets"
+                      " WHERE booking_id IS NOT NULL") == 5
+
+
+def test_the_same_event_delivered_concurrently_has_one_effect(rt: Runtime) -> None:
+    seed_course(rt, capacity=5)
+    seed_booking(rt)
+    event = fixture("booking.requested")
+    answers = race([lambda: post("reserve_ticket", event).status_code for _ in range(10)])
+    assert answers == [200] * 10
+    assert counts(rt)["RESERVED"] == 1 and len(outbox(rt)) == 1
+
+
+def test_payment_and_expiry_racing_end_in_one_consistent_outcome(rt: Runtime) -> None:
+    """Whichever wins, the booking is confirmed, or expired with its money refunded."""
+    for _ in range(10):
+        with rt.db.transaction() as tx:
+            tx.execute("TRUNCATE inbox, outbox, tickets, courses, bookings, payments")
+        seed_course(rt, capacity=1)
+        booking = seed_booking(rt, booking_id=uuid.uuid4())
+        deadline = holds.deadline(datetime.now(UTC) - timedelta(seconds=1), 0)
+        payment = uuid.uuid4()
+        with rt.db.transaction() as tx:
+            tx.execute("UPDATE bookings SET status = 'AWAITING_PAYMENT', hold_expires_at = :d,"
+                       " amount_cents = 100, currency = 'EUR' WHERE booking_id = :b",
+                       d=deadline, b=booking)
+            tx.execute("INSERT INTO payments (payment_id, booking_id, user_id, amount_cents,"
+                       " currency, status) SELECT :p, booking_id, user_id, 100, 'EUR',"
+                       " 'SUCCEEDED' FROM bookings WHERE booking_id = :b", p=payment, b=booking)
+        expired = holds.expiry_event(booking, deadline, "sweeper").to_cloudevent()
+        expiry = {**expired.get_attributes(), "data": expired.get_data()}
+        succeeded = fixture("payment.succeeded", booking_id=booking, payment_id=payment)
+        race([lambda: post("expire_booking", expiry), lambda: post("settle_booking", succeeded)])
+        # the loser sees the winner's outcome when it is delivered again
+        post("settle_booking", succeeded)
+        final = row(rt, "SELECT status FROM bookings WHERE booking_id = :b", b=booking)
+        assert final is not None
+        money = scalar(rt, "SELECT status FROM payments WHERE payment_id = :p", p=payment)
+        assert (final["status"], money) in {("CONFIRMED", "SUCCEEDED"), ("EXPIRED", "REFUNDED")}
+        assert counts(rt, COURSE)["SOLD"] == 0  # settle_ticket has not run in this test
