@@ -12,20 +12,20 @@ import sys
 # functions-framework loads this file by path; make the project importable.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from functions.accounts import accounts  # noqa: E402
-from functions.bookings import bookings  # noqa: E402
-from functions.cancel_open_payment import cancel_open_payment  # noqa: E402
-from functions.catalogue import catalogue  # noqa: E402
-from functions.expire_booking import expire_booking  # noqa: E402
-from functions.health import health  # noqa: E402
-from functions.open_hold import open_hold  # noqa: E402
-from functions.open_payment import open_payment  # noqa: E402
-from functions.reject_booking import reject_booking  # noqa: E402
-from functions.relay_outbox import relay_outbox  # noqa: E402
-from functions.reserve_ticket import reserve_ticket  # noqa: E402
-from functions.settle_booking import settle_booking  # noqa: E402
-from functions.settle_ticket import settle_ticket  # noqa: E402
-from functions.sweep_expired_holds import sweep_expired_holds  # noqa: E402
+from functions.accounts import accounts
+from functions.bookings import bookings
+from functions.cancel_open_payment import cancel_open_payment
+from functions.catalogue import catalogue
+from functions.expire_booking import expire_booking
+from functions.health import health
+from functions.open_hold import open_hold
+from functions.open_payment import open_payment
+from functions.reject_booking import reject_booking
+from functions.relay_outbox import relay_outbox
+from functions.reserve_ticket import reserve_ticket
+from functions.settle_booking import settle_booking
+from functions.settle_ticket import settle_ticket
+from functions.sweep_expired_holds import sweep_expired_holds
 
 __all__ = [
     "accounts",

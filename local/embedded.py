@@ -358,7 +358,7 @@ def _launch(
                 cwd=cwd,
                 start_new_session=True,  # own process group: stop() kills children too
                 # Only a prctl() call runs between fork and exec (see below).
-                preexec_fn=death_signal_preexec(death_signal),  # noqa: PLW1509
+                preexec_fn=death_signal_preexec(death_signal),
                 user=user,
                 group=group,
                 extra_groups=[] if user is not None else None,
@@ -392,7 +392,7 @@ def _wait_ready(server: EmbeddedServer, probe: Callable[[], bool]) -> None:
         try:
             if probe():
                 return
-        except Exception as exc:  # noqa: BLE001 - any failure just means "not yet"
+        except Exception as exc:
             last_error = exc
         if time.monotonic() > deadline:
             problem = f"did not answer within {STARTUP_TIMEOUT_S:.0f}s (last error: {last_error!r})"

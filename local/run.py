@@ -43,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.start()
         admin_email = os.environ.get("ADMIN_EMAIL", "admin@marketplace.local")
-        admin_id, password = seed.seed_admin(admin_email, os.environ.get("ADMIN_PASSWORD"))
-        course = seed.seed_demo_course(admin_id)
+        assert stack.runtime is not None
+        admin_id, password = seed.seed_admin(stack.runtime, admin_email,
+                                             os.environ.get("ADMIN_PASSWORD"))
+        course = seed.seed_demo_course(stack.runtime, admin_id)
         embedded = ", ".join(s.name for s in stack.servers) or "none"
         print(f"""
 Marketplace is up.
@@ -61,7 +63,6 @@ Ctrl-C stops everything.
         done.wait()
     finally:
         print("Stopping...", flush=True)
-        seed.close()
         stack.stop()
     return 0
 

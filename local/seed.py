@@ -8,18 +8,18 @@ from datetime import UTC, datetime, timedelta
 
 from functions.accounts import create_account
 from functions.catalogue import NewCourse, create_course
-from shared.bootstrap import runtime
+from shared.bootstrap import Runtime
 from shared.runtime import unit_of_work
 
 SOURCE = "/marketplace/local/seed"
 
 
-def seed_admin(email: str, password: str | None) -> tuple[uuid.UUID, str | None]:
+def seed_admin(rt: Runtime, email: str, password: str | None) -> tuple[uuid.UUID, str | None]:
     """The admin account; returns its id and the password when this call generated it."""
     generated = None
     if not password:
         password = generated = secrets.token_urlsafe(12)
-    with unit_of_work(SOURCE) as uow:
+    with unit_of_work(SOURCE, rt) as uow:
         existing = uow.tx.one("SELECT user_id FROM accounts WHERE lower(email) = lower(:e)",
                               e=email)
         if existing is not None:
@@ -31,9 +31,9 @@ def seed_admin(email: str, password: str | None) -> tuple[uuid.UUID, str | None]
     return user_id, generated
 
 
-def seed_demo_course(author_id: uuid.UUID) -> uuid.UUID | None:
+def seed_demo_course(rt: Runtime, author_id: uuid.UUID) -> uuid.UUID | None:
     """One published course with 5 tickets, unless a course exists already."""
-    with unit_of_work(SOURCE) as uow:
+    with unit_of_work(SOURCE, rt) as uow:
         if uow.tx.scalar("SELECT count(*) FROM courses"):
             return None
         course = create_course(uow, author_id, NewCourse(
@@ -45,6 +45,3 @@ def seed_demo_course(author_id: uuid.UUID) -> uuid.UUID | None:
         ))
         return uuid.UUID(course["course_id"])
 
-
-def close() -> None:
-    runtime().close()

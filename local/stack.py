@@ -30,6 +30,7 @@ import requests
 from functions import hold_expiry_watcher
 from local import embedded
 from local.kafkasource import KafkaSourceEmulator
+from shared.bootstrap import Runtime, build
 from shared.config import Settings
 from shared.events import DEAD_LETTER_TOPIC, REGISTRY
 from shared.routing import Reaction, load
@@ -67,6 +68,8 @@ class Stack:
         self.stopping = threading.Event()
         self.emulator: KafkaSourceEmulator | None = None
         self.env: dict[str, str] = {}
+        self.settings: Settings | None = None
+        self.runtime: Runtime | None = None
         self.reactions_url = ""
         self.api_url = f"http://127.0.0.1:{config.port}"
 
@@ -101,17 +104,12 @@ class Stack:
         env["PORT"] = str(cfg.port)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.env = env
-        os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL",
-                                               "KAFKA_BOOTSTRAP_SERVERS", "JWT_SECRET",
-                                               "MARKETPLACE_LOCAL")})
-        settings = Settings.from_env()
+        settings = self.settings = Settings.from_env(env)
         reactions, _ = load()
         embedded.create_topics(env["KAFKA_BOOTSTRAP_SERVERS"],
                                [*REGISTRY, DEAD_LETTER_TOPIC], PARTITIONS)
-        # Apply migrations once, before any function process races to do it.
-        from shared.bootstrap import build
-        rt = build(settings, publish=False)
-        rt.close()
+        # Migrations are applied here, once, before the function processes start.
+        self.runtime = build(settings)
 
         reactions_port = free_port()
         self.reactions_url = f"http://127.0.0.1:{reactions_port}"
@@ -191,6 +189,9 @@ class Stack:
 
     def stop(self) -> None:
         self.stopping.set()
+        if self.runtime is not None:
+            self.runtime.close()
+            self.runtime = None
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None

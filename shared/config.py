@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
+def _whole(name: str, raw: str | None, default: int) -> int:
     if raw is None or raw == "":
         return default
     try:
@@ -42,23 +42,28 @@ class Settings:
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
 
     @classmethod
-    def from_env(cls) -> Settings:
-        local_mode = os.environ.get("MARKETPLACE_LOCAL", "") in {"1", "true", "yes"}
-        jwt_secret = os.environ.get("JWT_SECRET", "")
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def _int(name: str, default: int) -> int:
+            return _whole(name, env.get(name), default)
+
+        local_mode = env.get("MARKETPLACE_LOCAL", "") in {"1", "true", "yes"}
+        jwt_secret = env.get("JWT_SECRET", "")
         if not jwt_secret:
             if not local_mode:
                 raise RuntimeError("JWT_SECRET is required outside local mode")
             jwt_secret = secrets.token_urlsafe(32)
         return cls(
-            kafka_bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", ""),
-            database_url=os.environ.get("DATABASE_URL", ""),
-            redis_url=os.environ.get("REDIS_URL", ""),
-            elasticsearch_url=os.environ.get("ELASTICSEARCH_URL", ""),
-            aws_endpoint_url=os.environ.get("AWS_ENDPOINT_URL", ""),
-            aws_region=os.environ.get("AWS_REGION", "us-east-1"),
+            kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", ""),
+            database_url=env.get("DATABASE_URL", ""),
+            redis_url=env.get("REDIS_URL", ""),
+            elasticsearch_url=env.get("ELASTICSEARCH_URL", ""),
+            aws_endpoint_url=env.get("AWS_ENDPOINT_URL", ""),
+            aws_region=env.get("AWS_REGION", "us-east-1"),
             jwt_secret=jwt_secret,
-            admin_email=os.environ.get("ADMIN_EMAIL", "admin@marketplace.local"),
-            admin_password=os.environ.get("ADMIN_PASSWORD", ""),
+            admin_email=env.get("ADMIN_EMAIL", "admin@marketplace.local"),
+            admin_password=env.get("ADMIN_PASSWORD", ""),
             hold_ttl_seconds=_int("HOLD_TTL_SECONDS", 600),
             sweep_interval_seconds=_int("SWEEP_INTERVAL_SECONDS", 30),
             port=_int("PORT", 8080),

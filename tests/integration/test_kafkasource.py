@@ -433,9 +433,35 @@ def test_poison_record_does_not_stall_its_partition(
     )
     assert headers["ce_knativeerrorcode"] == b"422"
     # Both offsets were committed: a restart would not see the poison again.
+    assert committed_offset(kafka, reaction, poison.partition) == good.offset + 1
+
+
+def committed_offset(kafka: EmbeddedServer, reaction: Reaction, partition: int) -> Any:
     check = KafkaConsumer(bootstrap_servers=kafka.url, group_id=reaction.consumer_group)
     try:
-        committed = check.committed(TopicPartition(topic, poison.partition))
+        return check.committed(TopicPartition(reaction.topics[0], partition))
     finally:
         check.close()
-    assert committed == good.offset + 1
+
+
+def test_delivery_longer_than_max_poll_interval_keeps_the_group(
+    kafka: EmbeddedServer, producer: Any, sink: Sink
+) -> None:
+    """A sink slower than max_poll_interval_ms (10 s) must not cost the group.
+
+    Without polling (paused) during the batch the consumer is kicked out, the
+    commit fails and the slow record comes again, forever. Takes ~15 s.
+    """
+    reaction = fresh("slow")
+    sink.script(reaction, Answer(delay=11.0), Answer())
+    create_topics(kafka.url, reaction.topics, partitions=4)
+    slow = produce(producer, reaction.topics[0], b"{}", headers=ce_headers("slow"))
+    produce(producer, reaction.topics[0], b"{}", headers=ce_headers("after"))
+
+    with emulate(kafka, [reaction], sink.url_for, dead_letter_topic()) as emulator:
+        eventually(lambda: emulator.stats()[reaction.target].delivered == 2, "both")
+        eventually(
+            lambda: committed_offset(kafka, reaction, slow.partition) == 2, "commit"
+        )
+
+    assert [h.headers["ce-id"] for h in sink.received(reaction)] == ["slow", "after"]

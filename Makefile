@@ -1,0 +1,49 @@
+# Marketplace: every command needs only Python 3.11+ and make.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test test-unit test-integration test-e2e lint schemas bench demo manifests clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[local,dev]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/python -m local.run
+
+test: install
+	$(BIN)/python -m pytest
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: install
+	$(BIN)/python -m pytest tests/integration
+
+test-e2e: install
+	$(BIN)/python -m pytest tests/e2e
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy shared functions local
+
+schemas: install
+	$(BIN)/python -m shared.schemas --write
+
+bench: install
+	$(BIN)/python -m local.bench $(BENCH_ARGS)
+
+demo: install
+	$(BIN)/python -m local.demo
+
+manifests: install
+	$(BIN)/python -m local.manifests
+
+clean:
+	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
