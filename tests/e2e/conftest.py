@@ -1,0 +1,111 @@
+"""The whole local stack, broker included, started once for the end-to-end tests."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import requests
+
+from local import seed
+from local.stack import Stack, StackConfig, free_port
+
+# Short enough to watch a hold run out, long enough to pay within it on a busy machine.
+HOLD_TTL_SECONDS = 8
+SWEEP_INTERVAL_SECONDS = 2
+T = TypeVar("T")
+
+
+def eventually(fetch: Callable[[], T], until: Callable[[T], bool] = bool,
+               timeout: float = 30.0, every: float = 0.1, what: str = "condition") -> T:
+    """Poll `fetch` until `until` holds for what it returns; fail with what was last seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = fetch()
+        if until(last):
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s; last seen: {last!r}")
+        time.sleep(every)
+
+
+@dataclass
+class Client:
+    base: str
+    token: str = ""
+    user_id: str = ""
+
+    def call(self, method: str, path: str, json: Any = None,
+             headers: dict[str, str] | None = None) -> requests.Response:
+        all_headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        all_headers.update(headers or {})
+        return requests.request(method, self.base + path, json=json, headers=all_headers,
+                                timeout=30)
+
+    def ok(self, method: str, path: str, json: Any = None, status: int = 200,
+           headers: dict[str, str] | None = None) -> Any:
+        answer = self.call(method, path, json, headers)
+        assert answer.status_code == status, (answer.status_code, answer.text)
+        return answer.json() if answer.content else None
+
+    def booking(self, booking_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.ok("GET", f"/bookings/{booking_id}")
+        return result
+
+    def wait_status(self, booking_id: str, *statuses: str, timeout: float = 30.0
+                    ) -> dict[str, Any]:
+        return eventually(lambda: self.booking(booking_id), lambda b: b["status"] in statuses,
+                          timeout, what=f"booking {booking_id} in {statuses}")
+
+    def book(self, course_id: str) -> str:
+        answer = self.ok("POST", "/bookings", {"course_id": course_id}, status=202)
+        assert answer["status"] == "PENDING"
+        return str(answer["booking_id"])
+
+
+@dataclass
+class Marketplace:
+    stack: Stack
+    admin: Client
+
+    @property
+    def url(self) -> str:
+        return self.stack.api_url
+
+    def register(self) -> Client:
+        email = f"user-{uuid.uuid4().hex[:10]}@example.com"
+        answer = requests.post(self.url + "/auth/register", timeout=30, json={
+            "email": email, "password": "correct horse battery", "full_name": "Test User"})
+        assert answer.status_code == 201, answer.text
+        body = answer.json()
+        return Client(self.url, body["access_token"], body["user_id"])
+
+    def publish(self, capacity: int, price_cents: int = 4900) -> dict[str, Any]:
+        course: dict[str, Any] = self.admin.ok("POST", "/courses", {
+            "title": "Kafka for people in a hurry", "description": "", "currency": "EUR",
+            "price_cents": price_cents, "starts_at": "2027-01-15T09:00:00+01:00",
+            "capacity": capacity}, status=201)
+        return course
+
+    def course(self, course_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = Client(self.url).ok("GET", f"/courses/{course_id}")
+        return result
+
+
+@pytest.fixture(scope="session")
+def marketplace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Marketplace]:
+    workdir: Path = tmp_path_factory.mktemp("e2e")
+    stack = Stack(StackConfig(workdir=workdir, port=free_port(), hold_ttl_seconds=HOLD_TTL_SECONDS,
+                              sweep_interval_seconds=SWEEP_INTERVAL_SECONDS, threads=8))
+    with stack:
+        assert stack.runtime is not None
+        _, password = seed.seed_admin(stack.runtime, "admin@marketplace.local", "admin-password")
+        login = requests.post(stack.api_url + "/auth/login", timeout=30, json={
+            "email": "admin@marketplace.local", "password": "admin-password"}).json()
+        admin = Client(stack.api_url, login["access_token"])
+        yield Marketplace(stack, admin)
