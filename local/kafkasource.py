@@ -136,16 +136,12 @@ class KafkaSourceEmulator:
         but tests and the stack want to know the sources are live.
         """
         deadline = time.monotonic() + timeout
-        for thread, (target, ready) in zip(
-            self._threads, self._ready.items(), strict=True
-        ):
+        for thread, (target, ready) in zip(self._threads, self._ready.items(), strict=True):
             while not ready.wait(0.05):
                 if not thread.is_alive():
                     raise RuntimeError(f"consumer for {target} died; see the log")
                 if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"consumer for {target} got no partitions in {timeout:g}s"
-                    )
+                    raise TimeoutError(f"consumer for {target} got no partitions in {timeout:g}s")
 
     def stop(self) -> None:
         """Stop polling, let in-flight deliveries end, close everything (idempotent)."""
@@ -168,9 +164,7 @@ class KafkaSourceEmulator:
 
     def _consume(self, reaction: Reaction, consumer: Any) -> None:
         ready = self._ready[reaction.target]
-        pool = ThreadPoolExecutor(
-            self._max_poll_records, f"kafkasource-{reaction.name}-send"
-        )
+        pool = ThreadPoolExecutor(self._max_poll_records, f"kafkasource-{reaction.name}-send")
         try:
             while not self._stopping.is_set():
                 try:
@@ -195,16 +189,9 @@ class KafkaSourceEmulator:
         """
         futures: list[Future[None]]
         if reaction.ordering == "ordered":
-            futures = [
-                pool.submit(self._deliver_in_order, reaction, rs)
-                for rs in batch.values()
-            ]
+            futures = [pool.submit(self._deliver_in_order, reaction, rs) for rs in batch.values()]
         else:
-            futures = [
-                pool.submit(self._deliver, reaction, r)
-                for rs in batch.values()
-                for r in rs
-            ]
+            futures = [pool.submit(self._deliver, reaction, r) for rs in batch.values() for r in rs]
         # Keep polling while the batch is in flight, partitions paused: long
         # retry chains must not exceed max_poll_interval_ms and cost us the group.
         paused = consumer.assignment()
@@ -241,9 +228,7 @@ class KafkaSourceEmulator:
         headers = _cloudevent_headers(reaction, record)
         attempt = 0
         while True:
-            code, data = self._post(
-                url, kafka_headers_to_http(headers), record.value or b""
-            )
+            code, data = self._post(url, kafka_headers_to_http(headers), record.value or b"")
             if 0 < code < 300:
                 self._count(reaction, "delivered")
                 return
@@ -257,9 +242,7 @@ class KafkaSourceEmulator:
                 raise _Stopped
             attempt += 1
 
-    def _post(
-        self, url: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, bytes]:
+    def _post(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
         """Status and body of one attempt; 0 means a connection error or timeout."""
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
