@@ -117,6 +117,8 @@ class KafkaSourceEmulator:
             max_poll_interval_ms=10000,
             session_timeout_ms=6000,
             heartbeat_interval_ms=1000,
+            # A reaction waits for its trigger: do not let an idle fetch add half a second.
+            fetch_max_wait_ms=20,
         )
         consumer.subscribe(list(reaction.topics))
         self._ready[reaction.target] = threading.Event()
