@@ -31,7 +31,8 @@ def _check(probe: Callable[[], object]) -> str:
 
 def _http_url(url: str) -> Callable[[], object]:
     parsed = urlparse(url)
-    return lambda: _tcp(f"{parsed.hostname}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return lambda: _tcp(f"{parsed.hostname}:{port}")
 
 
 @endpoint("/healthz")

@@ -42,10 +42,10 @@ def reserve_ticket(event: BookingRequested, uow: UnitOfWork) -> Emitted:
     if course["status"] != "ACTIVE":
         return unavailable("course_inactive")
 
-    ticket = uow.tx.one(
-        _TAKE_FREE_TICKET.format(mode="SKIP LOCKED"), booking=event.booking_id, course=event.course_id
-    ) or uow.tx.one(  # every free ticket was locked: wait, in case one of them is rolled back
-        _TAKE_FREE_TICKET.format(mode=""), booking=event.booking_id, course=event.course_id
+    ids = {"booking": event.booking_id, "course": event.course_id}
+    ticket = uow.tx.one(_TAKE_FREE_TICKET.format(mode="SKIP LOCKED"), **ids) or uow.tx.one(
+        # every free ticket was locked: wait, in case one of them is rolled back
+        _TAKE_FREE_TICKET.format(mode=""), **ids
     )
     if ticket is None:
         return unavailable("sold_out")

@@ -62,7 +62,7 @@ def api_app() -> WSGIApp:
     _, endpoints = load()
     routes: dict[str, WSGIApp] = {}
     for endpoint in endpoints:
-        app = create_app(endpoint.target, _source())
+        app = create_app(endpoint.target, _source())  # type: ignore[no-untyped-call]
         for prefix in endpoint.prefixes:
             routes[prefix] = app
     return PrefixRouter(routes, strip=False)
@@ -72,7 +72,8 @@ def reactions_app() -> WSGIApp:
     """Every reaction (and schedule) under `/<name>`, as the KafkaSource emulator calls them."""
     reactions, _ = load()
     return PrefixRouter(
-        {f"/{r.name}": create_app(r.target, _source()) for r in reactions}, strip=True
+        {f"/{r.name}": create_app(r.target, _source())  # type: ignore[no-untyped-call]
+         for r in reactions}, strip=True
     )
 
 
@@ -84,8 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", "16")))
     args = parser.parse_args(argv)
     app = api_app() if args.role == "api" else reactions_app()
-    GunicornApplication(app, args.host, args.port, False, threads=args.threads,
-                        accesslog=None).run()
+    GunicornApplication(  # type: ignore[no-untyped-call]
+        app, args.host, args.port, False, threads=args.threads, accesslog=None
+    ).run()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import queue
 import re
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -120,10 +120,8 @@ class Database:
             try:
                 yield Tx(con)
             except BaseException:
-                try:
+                with suppress(Exception):  # else `connection()` drops the connection
                     con.run("ROLLBACK")
-                except Exception:  # the connection is dropped by `connection()`
-                    pass
                 raise
             con.run("COMMIT")
 
@@ -136,10 +134,8 @@ class Database:
 
 
 def _close_quietly(con: pg8000.native.Connection) -> None:
-    try:
+    with suppress(Exception):
         con.close()
-    except Exception:
-        pass
 
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")

@@ -204,7 +204,7 @@ class EventSpec:
     """One row of the registry."""
 
     topic: str
-    type: str
+    ce_type: str
     model: type[Event]
     key: str
 
@@ -213,31 +213,26 @@ def _spec(model: type[Event]) -> EventSpec:
     return EventSpec(model.topic, model.cloudevent_type(), model, model.key)
 
 
-REGISTRY: dict[str, EventSpec] = {
-    spec.topic: spec
-    for spec in map(
-        _spec,
-        [
-            UserRegistered,
-            UserUpdated,
-            CoursePublished,
-            CourseDeactivated,
-            BookingRequested,
-            TicketReserved,
-            TicketUnavailable,
-            PaymentRequested,
-            PaymentSucceeded,
-            PaymentFailed,
-            PaymentRefunded,
-            ReservationExpired,
-            BookingConfirmed,
-            BookingRejected,
-            BookingCancelled,
-            BookingExpired,
-        ],
-    )
-}
-BY_TYPE: dict[str, EventSpec] = {spec.type: spec for spec in REGISTRY.values()}
+_MODELS: list[type[Event]] = [
+    UserRegistered,
+    UserUpdated,
+    CoursePublished,
+    CourseDeactivated,
+    BookingRequested,
+    TicketReserved,
+    TicketUnavailable,
+    PaymentRequested,
+    PaymentSucceeded,
+    PaymentFailed,
+    PaymentRefunded,
+    ReservationExpired,
+    BookingConfirmed,
+    BookingRejected,
+    BookingCancelled,
+    BookingExpired,
+]
+REGISTRY: dict[str, EventSpec] = {spec.topic: spec for spec in map(_spec, _MODELS)}
+BY_TYPE: dict[str, EventSpec] = {spec.ce_type: spec for spec in REGISTRY.values()}
 
 
 def spec_for_type(ce_type: str) -> EventSpec | None:

@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 from uuid import UUID
 
 import flask
@@ -160,7 +160,7 @@ class Api:
         except NotFound as exc:
             raise not_found("route") from exc
         route = self.routes[index]
-        request = Request(raw, params=params)
+        request = Request(raw, params=dict(params))
         if route.roles is not None:
             request.principal = authenticate(raw)
             if request.principal.role not in route.roles:
@@ -215,7 +215,7 @@ def endpoint(*prefixes: str) -> Callable[[Callable[[flask.Request], flask.Respon
     def decorate(function: Callable[[flask.Request], flask.Response]
                  ) -> Callable[[flask.Request], flask.Response]:
         register_endpoint(Endpoint(function.__name__, prefixes))
-        return functions_framework.http(function)  # type: ignore[no-any-return]
+        return cast(Callable[[flask.Request], flask.Response], functions_framework.http(function))
 
     return decorate
 

@@ -91,6 +91,7 @@ def prune(db: Database, keep_hours: float = 24.0) -> int:
     """Forget published rows after a while; the inbox keeps consumers idempotent."""
     with db.transaction() as tx:
         return tx.execute(
-            "DELETE FROM outbox WHERE published_at < now() - CAST(:h AS float8) * interval '1 hour'",
+            "DELETE FROM outbox"
+            " WHERE published_at < now() - CAST(:h AS float8) * interval '1 hour'",
             h=keep_hours,
         )

@@ -30,7 +30,7 @@ def generate() -> dict[str, Schema]:
         schemas[topic] = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "$id": f"https://marketplace.local/schemas/{topic}.json",
-            "x-cloudevent-type": spec.type,
+            "x-cloudevent-type": spec.ce_type,
             "x-partition-key": spec.key,
             **schema,
         }

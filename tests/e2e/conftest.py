@@ -104,7 +104,7 @@ def marketplace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Marketplac
                               sweep_interval_seconds=SWEEP_INTERVAL_SECONDS, threads=8))
     with stack:
         assert stack.runtime is not None
-        _, password = seed.seed_admin(stack.runtime, "admin@marketplace.local", "admin-password")
+        seed.seed_admin(stack.runtime, "admin@marketplace.local", "admin-password")
         login = requests.post(stack.api_url + "/auth/login", timeout=30, json={
             "email": "admin@marketplace.local", "password": "admin-password"}).json()
         admin = Client(stack.api_url, login["access_token"])

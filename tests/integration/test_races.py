@@ -75,7 +75,8 @@ def test_payment_and_expiry_racing_end_in_one_consistent_outcome(rt: Runtime) ->
         expired = holds.expiry_event(booking, deadline, "sweeper").to_cloudevent()
         expiry = {**expired.get_attributes(), "data": expired.get_data()}
         succeeded = fixture("payment.succeeded", booking_id=booking, payment_id=payment)
-        race([lambda: post("expire_booking", expiry), lambda: post("settle_booking", succeeded)])
+        race([lambda e=expiry: post("expire_booking", e),  # type: ignore[misc]
+              lambda s=succeeded: post("settle_booking", s)])  # type: ignore[misc]
         # the loser sees the winner's outcome when it is delivered again
         post("settle_booking", succeeded)
         final = row(rt, "SELECT status FROM bookings WHERE booking_id = :b", b=booking)
