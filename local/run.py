@@ -63,6 +63,7 @@ Ctrl-C stops everything.
         done.wait()
     finally:
         print("Stopping...", flush=True)
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)  # sockets closing under it
         stack.stop()
     return 0
 
