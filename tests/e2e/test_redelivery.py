@@ -133,6 +133,8 @@ def test_every_record_is_a_binary_mode_cloudevent(marketplace: Marketplace) -> N
     assert records
     for record in records:
         headers = {name: value.decode() for name, value in record.headers}
+        if headers.get("ce_source") == "/test":
+            continue  # written by the tests themselves (test_dead_letter's poison)
         assert headers["content-type"] == "application/json"
         assert headers["ce_specversion"] == "1.0"
         assert headers["ce_type"] == f"marketplace.{record.topic}"
