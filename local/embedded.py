@@ -43,7 +43,9 @@ __all__ = [
     "create_topics",
     "start_kafka",
     "start_postgres",
+    "start_aws",
     "start_redis",
+    "start_search",
 ]
 
 _log = logging.getLogger(__name__)
@@ -328,6 +330,47 @@ def start_redis(workdir: Path) -> EmbeddedServer:
 
     _wait_ready(server, ready)
     return server
+
+
+# --------------------------------------------------------------------------
+# Search (OpenSearch-compatible) and AWS (S3, SES, SNS)
+
+
+def start_search(workdir: Path) -> EmbeddedServer:
+    """Start the in-memory OpenSearch-compatible server from ``osmem-server``."""
+    workdir = _prepare_workdir(workdir)
+    binary = _package_dir("osmem_server") / "bin" / "osmem-server"
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _launch(
+        "search", url,
+        [str(binary), "--addr", f"127.0.0.1:{port}", "--no-stdin-watch",
+         "--parent-pid", str(os.getpid())],
+        workdir / "search.log",
+    )
+    _wait_ready(server, lambda: _http_ok(url + "/"))
+    return server
+
+
+def start_aws(workdir: Path) -> EmbeddedServer:
+    """Start moto's server (S3, SES, SNS and the rest of AWS) as a child process."""
+    workdir = _prepare_workdir(workdir)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _launch(
+        "aws", url,
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        workdir / "aws.log",
+    )
+    _wait_ready(server, lambda: _http_ok(url + "/moto-api/"))
+    return server
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 (loopback only)
+        return bool(200 <= answer.status < 300)
 
 
 # --------------------------------------------------------------------------

@@ -96,11 +96,17 @@ class Stack:
             env["SWEEP_INTERVAL_SECONDS"] = str(cfg.sweep_interval_seconds)
         for variable, starter in (("KAFKA_BOOTSTRAP_SERVERS", embedded.start_kafka),
                                   ("DATABASE_URL", embedded.start_postgres),
-                                  ("REDIS_URL", embedded.start_redis)):
+                                  ("REDIS_URL", embedded.start_redis),
+                                  ("ELASTICSEARCH_URL", embedded.start_search),
+                                  ("AWS_ENDPOINT_URL", embedded.start_aws)):
             if not env.get(variable):
                 server = starter(cfg.workdir)
                 self.servers.append(server)
                 env[variable] = server.url
+        if any(server.name == "aws" for server in self.servers):
+            # the embedded endpoint takes any credentials; real AWS gets yours
+            env.setdefault("AWS_ACCESS_KEY_ID", "local")
+            env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
         env["PORT"] = str(cfg.port)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.env = env
