@@ -4,8 +4,8 @@ Every backing service whose URL is not configured starts embedded (from
 PyPI wheels). The functions run under functions-framework in two processes
 (the API behind its front door, the reactions); this process plays the parts
 of the cluster: the KafkaSource emulator for every reaction with topics, a
-PingSource for every schedule, and the hold-expiry watcher. All of it follows
-the routing declaration in `shared.routing`.
+PingSource for every schedule, and the hold-expiry watcher (`local.triggers`).
+All of it follows the routing declaration in `shared.routing`.
 """
 
 from __future__ import annotations
@@ -17,28 +17,21 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import requests
 
-from functions import hold_expiry_watcher
 from local import embedded
-from local.kafkasource import KafkaSourceEmulator
+from local.triggers import Triggers
 from shared.bootstrap import Runtime, build
 from shared.config import Settings
 from shared.events import DEAD_LETTER_TOPIC, REGISTRY
-from shared.routing import Reaction, load
 
 log = logging.getLogger("marketplace.stack")
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 4
-RELAY_INTERVAL_SECONDS = 1.0
 
 
 def free_port() -> int:
@@ -64,9 +57,7 @@ class Stack:
         self.config = config
         self.servers: list[embedded.EmbeddedServer] = []
         self.processes: list[subprocess.Popen[bytes]] = []
-        self.threads: list[threading.Thread] = []
-        self.stopping = threading.Event()
-        self.emulator: KafkaSourceEmulator | None = None
+        self.triggers: Triggers | None = None
         self.env: dict[str, str] = {}
         self.settings: Settings | None = None
         self.runtime: Runtime | None = None
@@ -111,7 +102,6 @@ class Stack:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.env = env
         settings = self.settings = Settings.from_env(env)
-        reactions, _ = load()
         embedded.create_topics(env["KAFKA_BOOTSTRAP_SERVERS"],
                                [*REGISTRY, DEAD_LETTER_TOPIC], PARTITIONS)
         # Migrations are applied here, once, before the function processes start.
@@ -124,22 +114,8 @@ class Stack:
         self._wait_http(f"{self.reactions_url}/reserve-ticket/", expect_any=True)
         self._wait_http(f"{self.api_url}/healthz")
 
-        self.emulator = KafkaSourceEmulator(
-            env["KAFKA_BOOTSTRAP_SERVERS"], [r for r in reactions if r.topics],
-            sink_url=lambda r: f"{self.reactions_url}/{r.name}/",
-        )
-        self.emulator.start()
-        for reaction in reactions:
-            if reaction.schedule:
-                every = (RELAY_INTERVAL_SECONDS if reaction.target == "relay_outbox"
-                         else float(settings.sweep_interval_seconds))
-                self._thread(f"ping-{reaction.name}", self._ping_forever, reaction, every)
-        watcher_ready = threading.Event()
-        self._thread("hold-expiry-watcher", hold_expiry_watcher.watch, env["REDIS_URL"],
-                     hold_expiry_watcher.kafka_publisher(env["KAFKA_BOOTSTRAP_SERVERS"]),
-                     self.stopping, watcher_ready)
-        watcher_ready.wait(10)
-        self.emulator.wait_ready(60)
+        self.triggers = Triggers(settings, self.reactions_url)
+        self.triggers.start()
 
     def _spawn(self, role: str, port: int) -> None:
         logfile = open(self.config.workdir / f"{role}.log", "ab")  # noqa: SIM115
@@ -166,43 +142,15 @@ class Stack:
             time.sleep(0.1)
         raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
-    def _thread(self, name: str, target: Any, *args: Any) -> None:
-        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
-        thread.start()
-        self.threads.append(thread)
-
-    def _ping_forever(self, reaction: Reaction, every: float) -> None:
-        """What a PingSource does: POST a `dev.knative.sources.ping` CloudEvent on a schedule."""
-        session = requests.Session()
-        url = f"{self.reactions_url}/{reaction.name}/"
-        while not self.stopping.wait(every):
-            headers = {
-                "ce-specversion": "1.0", "ce-id": str(uuid.uuid4()),
-                "ce-source": f"/apis/v1/namespaces/local/pingsources/{reaction.name}",
-                "ce-type": "dev.knative.sources.ping",
-                "ce-time": datetime.now(UTC).isoformat(),
-                "Content-Type": "application/json",
-            }
-            try:
-                answer = session.post(url, data=b"{}", headers=headers, timeout=30)
-                if answer.status_code >= 300:
-                    log.warning("%s answered %s", reaction.name, answer.status_code)
-            except requests.RequestException as exc:
-                if not self.stopping.is_set():
-                    log.warning("%s unreachable: %s", reaction.name, exc)
-
     # --- stop -------------------------------------------------------------------------
 
     def stop(self) -> None:
-        self.stopping.set()
         if self.runtime is not None:
             self.runtime.close()
             self.runtime = None
-        if self.emulator is not None:
-            self.emulator.stop()
-            self.emulator = None
-        for thread in self.threads:
-            thread.join(5)
+        if self.triggers is not None:
+            self.triggers.stop()
+            self.triggers = None
         for process in self.processes:
             if process.poll() is None:
                 process.terminate()

@@ -1,0 +1,122 @@
+"""What the cluster does around the functions, played locally: sources, pings, the watcher.
+
+Follows the routing declaration: every reaction with topics gets a consumer
+group (the KafkaSource emulator), every schedule a ping, and the hold-expiry
+watcher turns Redis notifications into events. `local.stack` runs it beside
+the embedded servers; docker-compose runs it on its own against real ones:
+
+    python -m local.triggers --reactions-url http://reactions:8081
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+from functions import hold_expiry_watcher
+from local.kafkasource import KafkaSourceEmulator
+from shared.config import Settings
+from shared.routing import Reaction, load
+
+log = logging.getLogger("marketplace.triggers")
+RELAY_INTERVAL_SECONDS = 1.0
+
+
+def kafka_triggered(reactions: list[Reaction]) -> list[Reaction]:
+    """The reactions a KafkaSource feeds (locally: the emulator)."""
+    return [r for r in reactions if r.topics]
+
+
+def scheduled(reactions: list[Reaction]) -> list[Reaction]:
+    """The reactions a PingSource feeds (locally: a ping thread)."""
+    return [r for r in reactions if r.schedule]
+
+
+class Triggers:
+    def __init__(self, settings: Settings, reactions_url: str) -> None:
+        self.settings = settings
+        self.reactions_url = reactions_url.rstrip("/")
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.emulator: KafkaSourceEmulator | None = None
+
+    def url(self, reaction: Reaction) -> str:
+        return f"{self.reactions_url}/{reaction.name}/"
+
+    def start(self, ready_timeout: float = 60.0) -> None:
+        reactions, _ = load()
+        self.emulator = KafkaSourceEmulator(
+            self.settings.kafka_bootstrap_servers, kafka_triggered(reactions), sink_url=self.url)
+        self.emulator.start()
+        for reaction in scheduled(reactions):
+            every = (RELAY_INTERVAL_SECONDS if reaction.target == "relay_outbox"
+                     else float(self.settings.sweep_interval_seconds))
+            self._thread(f"ping-{reaction.name}", self._ping_forever, reaction, every)
+        watcher_ready = threading.Event()
+        self._thread("hold-expiry-watcher", hold_expiry_watcher.watch, self.settings.redis_url,
+                     hold_expiry_watcher.kafka_publisher(self.settings.kafka_bootstrap_servers),
+                     self.stopping, watcher_ready)
+        watcher_ready.wait(10)
+        self.emulator.wait_ready(ready_timeout)
+
+    def _thread(self, name: str, target: Any, *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _ping_forever(self, reaction: Reaction, every: float) -> None:
+        """What a PingSource does: POST a `dev.knative.sources.ping` CloudEvent on a schedule."""
+        session = requests.Session()
+        while not self.stopping.wait(every):
+            headers = {
+                "ce-specversion": "1.0", "ce-id": str(uuid.uuid4()),
+                "ce-source": f"/apis/v1/namespaces/local/pingsources/{reaction.name}",
+                "ce-type": "dev.knative.sources.ping",
+                "ce-time": datetime.now(UTC).isoformat(),
+                "Content-Type": "application/json",
+            }
+            try:
+                answer = session.post(self.url(reaction), data=b"{}", headers=headers,
+                                      timeout=30)
+                if answer.status_code >= 300:
+                    log.warning("%s answered %s", reaction.name, answer.status_code)
+            except requests.RequestException as exc:
+                if not self.stopping.is_set():
+                    log.warning("%s unreachable: %s", reaction.name, exc)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.emulator is not None:
+            self.emulator.stop()
+            self.emulator = None
+        for thread in self.threads:
+            thread.join(5)
+        self.threads.clear()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reactions-url", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    triggers = Triggers(Settings.from_env(), args.reactions_url)
+    triggers.start()
+    log.info("triggers running for %s", args.reactions_url)
+    done.wait()
+    triggers.stop()
+
+
+if __name__ == "__main__":
+    main()
