@@ -94,6 +94,8 @@ class Stack:
                 server = starter(cfg.workdir)
                 self.servers.append(server)
                 env[variable] = server.url
+        if any(server.name == "search" for server in self.servers):
+            env["ELASTICSEARCH_SERVER_MODE"] = "serverless"  # what osmem speaks (FIELD-NOTES)
         if any(server.name == "aws" for server in self.servers):
             # the embedded endpoint takes any credentials; real AWS gets yours
             env.setdefault("AWS_ACCESS_KEY_ID", "local")

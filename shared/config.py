@@ -29,8 +29,12 @@ class Settings:
     database_url: str = ""
     redis_url: str = ""
     elasticsearch_url: str = ""
+    # "serverless" for the embedded OpenSearch-compatible server, "stack" for real Elasticsearch.
+    elasticsearch_server_mode: str = "stack"
     aws_endpoint_url: str = ""
     aws_region: str = "us-east-1"
+    avatar_bucket: str = "marketplace-avatars"
+    mail_from: str = "no-reply@marketplace.local"
     jwt_secret: str = field(default="", repr=False)
     admin_email: str = "admin@marketplace.local"
     admin_password: str = field(default="", repr=False)
@@ -59,8 +63,11 @@ class Settings:
             database_url=env.get("DATABASE_URL", ""),
             redis_url=env.get("REDIS_URL", ""),
             elasticsearch_url=env.get("ELASTICSEARCH_URL", ""),
+            elasticsearch_server_mode=env.get("ELASTICSEARCH_SERVER_MODE", "stack"),
             aws_endpoint_url=env.get("AWS_ENDPOINT_URL", ""),
             aws_region=env.get("AWS_REGION", "us-east-1"),
+            avatar_bucket=env.get("AVATAR_BUCKET", "marketplace-avatars"),
+            mail_from=env.get("MAIL_FROM", "no-reply@marketplace.local"),
             jwt_secret=jwt_secret,
             admin_email=env.get("ADMIN_EMAIL", "admin@marketplace.local"),
             admin_password=env.get("ADMIN_PASSWORD", ""),

@@ -52,6 +52,30 @@ def redis_url(workdir: Path) -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def aws_url(workdir: Path) -> Iterator[str]:
+    """An AWS endpoint (S3, SES, SNS): AWS_ENDPOINT_URL if set, else moto's server."""
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        yield os.environ["AWS_ENDPOINT_URL"]
+        return
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+    server = embedded.start_aws(workdir)
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def search_url(workdir: Path) -> Iterator[str]:
+    """A search cluster: ELASTICSEARCH_URL if set, else the embedded OpenSearch-compatible one."""
+    if os.environ.get("ELASTICSEARCH_URL"):
+        yield os.environ["ELASTICSEARCH_URL"]
+        return
+    server = embedded.start_search(workdir)
+    yield server.url
+    server.stop()
+
+
 @pytest.fixture
 def rt(database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
     """A runtime on clean state whose emitted events stay in the outbox for the test to read."""
