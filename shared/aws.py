@@ -1,4 +1,4 @@
-"""boto3 clients for S3 (avatars), SES (email) and SNS (SMS), pointed at AWS_ENDPOINT_URL when set."""
+"""boto3 clients for S3 (avatars), SES (email) and SNS (SMS), at AWS_ENDPOINT_URL when set."""
 
 from __future__ import annotations
 
