@@ -21,10 +21,6 @@ from shared.config import settings
 os.environ.setdefault("MARKETPLACE_LOCAL", "1")
 os.environ.setdefault("JWT_SECRET", "test-secret-" + "x" * 32)
 
-TABLES = (
-    "inbox, outbox, refresh_tokens, accounts, tickets, courses, bookings, payments,"
-    " idempotency_keys"
-)
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +81,10 @@ def rt(database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> It
     settings.cache_clear()
     runtime = bootstrap.build(publish=False)
     with runtime.db.transaction() as tx:
-        tx.execute(f"TRUNCATE {TABLES}")
+        tables = [r["tablename"] for r in tx.all(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            " AND tablename <> 'schema_migrations'")]
+        tx.execute(f"TRUNCATE {', '.join(tables)}")
     runtime.redis.flushdb()
     bootstrap.install(runtime)
     yield runtime
