@@ -35,6 +35,7 @@ lint: install
 
 schemas: install
 	$(BIN)/python -m shared.schemas --write
+	$(BIN)/python -m functions.api_docs --write
 
 bench: install
 	$(BIN)/python -m local.bench $(BENCH_ARGS)

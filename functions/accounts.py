@@ -1,7 +1,14 @@
-"""The HTTP function behind /auth: register and log in."""
+"""The HTTP function behind /auth: accounts, logins and their tokens.
+
+A login is a family of refresh tokens. Each refresh token works once and is
+replaced by the next; presenting a used one again means it was copied, so the
+whole family is revoked. Failed logins per email are counted in Redis and
+throttled.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -12,6 +19,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shared import tokens
+from shared.config import settings
 from shared.db import Tx
 from shared.events import UserRegistered
 from shared.http import Api, Email, Problem, Request, endpoint
@@ -22,8 +30,13 @@ hasher = PasswordHasher()
 # Verified against when the email is unknown, so both failures take as long.
 _DUMMY_HASH = hasher.hash("not-a-real-password")
 SOURCE = "/marketplace/functions/accounts"
+SIGNED_IN = {"user", "author", "admin"}
+
+MAX_FAILED_LOGINS = 5
+FAILED_LOGIN_WINDOW_SECONDS = 15 * 60
 
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9 ()-]{5,20}$")]
 
 
 class Register(BaseModel):
@@ -31,13 +44,37 @@ class Register(BaseModel):
     email: Email
     password: Password
     full_name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{5,20}$")] | None = None
+    phone: Phone | None = None
 
 
 class Login(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: Annotated[str, Field(max_length=320)]
     password: Annotated[str, Field(max_length=1024)]
+
+
+class Refresh(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    refresh_token: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class ChangePassword(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    old_password: Annotated[str, Field(max_length=1024)]
+    new_password: Password
+
+
+class Registered(BaseModel):
+    user_id: uuid.UUID
+    access_token: str
+    refresh_token: str
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int
 
 
 def create_account(uow: UnitOfWork, email: str, password: str, full_name: str,
@@ -59,42 +96,51 @@ def create_account(uow: UnitOfWork, email: str, password: str, full_name: str,
 
 
 def issue_tokens(tx: Tx, user_id: uuid.UUID, role: str,
-                 family_id: uuid.UUID | None = None) -> dict[str, object]:
-    from shared.config import settings
-
+                 family_id: uuid.UUID | None = None) -> TokenPair:
+    """A new access token and the next refresh token of the login (a new login without one)."""
+    family_id = family_id or uuid.uuid4()
     refresh = tokens.new_refresh_token()
-    ttl = settings().refresh_token_ttl_seconds
     tx.execute(
         "INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at)"
         " VALUES (:h, :u, :f, :exp)",
-        h=tokens.digest(refresh), u=user_id, f=family_id or uuid.uuid4(),
-        exp=datetime.now(UTC) + timedelta(seconds=ttl),
+        h=tokens.digest(refresh), u=user_id, f=family_id,
+        exp=datetime.now(UTC) + timedelta(seconds=settings().refresh_token_ttl_seconds),
     )
-    return {
-        "access_token": tokens.issue_access(user_id, role),
-        "refresh_token": refresh,
-        "token_type": "bearer",
-        "expires_in": settings().access_token_ttl_seconds,
-    }
+    return TokenPair(access_token=tokens.issue_access(user_id, role, family_id),
+                     refresh_token=refresh, expires_in=settings().access_token_ttl_seconds)
 
 
-@api.route("POST", "/auth/register", body=Register, status=201)
+def _failures_key(email: str) -> str:
+    return "marketplace:login-failures:" + hashlib.sha256(email.lower().encode()).hexdigest()
+
+
+@api.route("POST", "/auth/register", body=Register, response=Registered, status=201,
+           errors=(409,))
 def register(request: Request) -> object:
+    """Open an account (role `user`) and log in."""
     body: Register = request.body
     with unit_of_work(SOURCE) as uow:
         user_id = create_account(uow, body.email, body.password, body.full_name, body.phone,
                                  "user")
         if user_id is None:
             raise Problem(409, "Conflict", "an account with this email already exists")
-        issued = issue_tokens(uow.tx, user_id, "user")
-    return {"user_id": str(user_id), "access_token": issued["access_token"],
-            "refresh_token": issued["refresh_token"]}
+        pair = issue_tokens(uow.tx, user_id, "user")
+    return Registered(user_id=user_id, access_token=pair.access_token,
+                      refresh_token=pair.refresh_token)
 
 
-@api.route("POST", "/auth/login", body=Login)
+@api.route("POST", "/auth/login", body=Login, response=TokenPair, errors=(401, 429))
 def login(request: Request) -> object:
+    """Log in with email and password; a wrong password and an unknown email look alike."""
     body: Login = request.body
     with unit_of_work(SOURCE) as uow:
+        key = _failures_key(body.email)
+        failures = int(uow.redis.get(key) or 0)
+        if failures >= MAX_FAILED_LOGINS:
+            wait = max(1, int(uow.redis.ttl(key)))
+            raise Problem(429, "Too Many Requests",
+                          f"too many failed logins for this email; try again in {wait} s",
+                          headers={"Retry-After": str(wait)})
         account = uow.tx.one(
             "SELECT user_id, password_hash, role FROM accounts WHERE lower(email) = lower(:e)",
             e=body.email,
@@ -104,10 +150,75 @@ def login(request: Request) -> object:
         except (VerificationError, InvalidHashError):
             account = None
         if account is None:
+            if uow.redis.incr(key) == 1:  # the window starts at the first failure
+                uow.redis.expire(key, FAILED_LOGIN_WINDOW_SECONDS)
             raise Problem(401, "Unauthorized", "wrong email or password")
+        uow.redis.delete(key)
         return issue_tokens(uow.tx, account["user_id"], account["role"])
+
+
+@api.route("POST", "/auth/refresh", body=Refresh, response=TokenPair, errors=(401,))
+def refresh(request: Request) -> object:
+    """Trade a refresh token for a new pair; the old one stops working."""
+    body: Refresh = request.body
+    reused = False
+    with unit_of_work(SOURCE) as uow:
+        row = uow.tx.one(
+            "SELECT r.user_id, r.family_id, r.expires_at, r.used_at, r.revoked_at, a.role"
+            " FROM refresh_tokens r JOIN accounts a USING (user_id)"
+            " WHERE r.token_hash = :h FOR UPDATE OF r",
+            h=tokens.digest(body.refresh_token),
+        )
+        if row is None or row["revoked_at"] is not None or row["expires_at"] <= uow.now:
+            raise Problem(401, "Unauthorized", "the refresh token is not valid")
+        if row["used_at"] is not None:
+            # Someone holds a copy: end the whole login, and commit that before answering.
+            uow.tx.execute("UPDATE refresh_tokens SET revoked_at = now()"
+                           " WHERE family_id = :f AND revoked_at IS NULL", f=row["family_id"])
+            reused = True
+        else:
+            uow.tx.execute("UPDATE refresh_tokens SET used_at = now() WHERE token_hash = :h",
+                           h=tokens.digest(body.refresh_token))
+            pair = issue_tokens(uow.tx, row["user_id"], row["role"], row["family_id"])
+    if reused:
+        raise Problem(401, "Unauthorized",
+                      "this refresh token was used before; the login has been ended")
+    return pair
+
+
+@api.route("POST", "/auth/logout", roles=SIGNED_IN, status=204)
+def logout(request: Request) -> object:
+    """End this login: its refresh token stops working."""
+    with unit_of_work(SOURCE) as uow:
+        uow.tx.execute("UPDATE refresh_tokens SET revoked_at = now()"
+                       " WHERE family_id = :f AND revoked_at IS NULL",
+                       f=request.user.session_id)
+    return None
+
+
+@api.route("POST", "/auth/password", body=ChangePassword, roles=SIGNED_IN, status=204,
+           errors=(403,))
+def change_password(request: Request) -> object:
+    """Change the password; every other login of the account is ended."""
+    body: ChangePassword = request.body
+    user = request.user
+    with unit_of_work(SOURCE) as uow:
+        account = uow.tx.one("SELECT password_hash FROM accounts WHERE user_id = :u FOR UPDATE",
+                             u=user.user_id)
+        try:
+            hasher.verify(account["password_hash"] if account else _DUMMY_HASH,
+                          body.old_password)
+        except (VerificationError, InvalidHashError) as exc:
+            raise Problem(403, "Forbidden", "the old password is not right") from exc
+        uow.tx.execute("UPDATE accounts SET password_hash = :h WHERE user_id = :u",
+                       h=hasher.hash(body.new_password), u=user.user_id)
+        uow.tx.execute("UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = :u"
+                       " AND family_id <> :f AND revoked_at IS NULL",
+                       u=user.user_id, f=user.session_id)
+    return None
 
 
 @endpoint("/auth")
 def accounts(request: flask.Request) -> flask.Response:
     return api.dispatch(request)
+

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 import flask
 from pydantic import BaseModel, ConfigDict, StringConstraints
@@ -13,7 +14,18 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 from shared import payments
 from shared.db import Row
 from shared.events import BookingCancelled, BookingRequested, PaymentFailed, PaymentSucceeded
-from shared.http import Api, Principal, Problem, Request, conflict, endpoint, not_found
+from shared.http import (
+    Api,
+    Page,
+    PageQuery,
+    Principal,
+    Problem,
+    Request,
+    conflict,
+    endpoint,
+    not_found,
+    page_of,
+)
 from shared.runtime import UnitOfWork, unit_of_work
 
 api = Api()
@@ -31,23 +43,42 @@ class Payment(BaseModel):
     payment_method: Annotated[str, StringConstraints(min_length=1, max_length=100)]
 
 
-def booking_view(row: Row) -> dict[str, Any]:
-    def text(value: Any) -> str | None:
-        return None if value is None else str(value)
+Status = Literal["PENDING", "AWAITING_PAYMENT", "CONFIRMED", "REJECTED", "CANCELLED", "EXPIRED"]
 
-    return {
-        "booking_id": str(row["booking_id"]),
-        "course_id": str(row["course_id"]),
-        "user_id": str(row["user_id"]),
-        "ticket_id": text(row["ticket_id"]),
-        "status": row["status"],
-        "amount_cents": row["amount_cents"],
-        "currency": text(row["currency"]),
-        "hold_expires_at": row["hold_expires_at"].isoformat() if row["hold_expires_at"] else None,
-        "reason": row["reason"],
-        "created_at": row["created_at"].isoformat(),
-        "updated_at": row["updated_at"].isoformat(),
-    }
+
+class Booking(BaseModel):
+    booking_id: uuid.UUID
+    course_id: uuid.UUID
+    user_id: uuid.UUID
+    ticket_id: uuid.UUID | None
+    status: Status
+    amount_cents: int | None
+    currency: str | None
+    hold_expires_at: datetime | None
+    reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Accepted(BaseModel):
+    booking_id: uuid.UUID
+    status: Status
+
+
+class PaymentAccepted(BaseModel):
+    booking_id: uuid.UUID
+    payment_id: uuid.UUID
+    status: Literal["PROCESSING"]
+
+
+class BookingQuery(PageQuery):
+    status: Status | None = None
+    course_id: uuid.UUID | None = None
+    user_id: uuid.UUID | None = None
+
+
+def booking_view(row: Row) -> dict[str, Any]:
+    return Booking.model_validate(row).model_dump(mode="json")
 
 
 def own_booking(uow: UnitOfWork, booking_id: uuid.UUID, who: Principal, lock: str = "") -> Row:
@@ -58,8 +89,10 @@ def own_booking(uow: UnitOfWork, booking_id: uuid.UUID, who: Principal, lock: st
     return row
 
 
-@api.route("POST", "/bookings", body=NewBooking, roles=ANYONE_SIGNED_IN, status=202)
+@api.route("POST", "/bookings", body=NewBooking, roles=ANYONE_SIGNED_IN, response=Accepted,
+           status=202, errors=(422,))
 def request_booking(request: Request) -> object:
+    """Ask for a ticket; the answer comes as the booking's status (Idempotency-Key honoured)."""
     body: NewBooking = request.body
     user = request.user
     key = request.raw.headers.get("Idempotency-Key")
@@ -97,15 +130,43 @@ def request_booking(request: Request) -> object:
     return answer
 
 
-@api.route("GET", "/bookings/<uuid:booking_id>", roles=ANYONE_SIGNED_IN)
+@api.route("GET", "/bookings", query=BookingQuery, roles=ANYONE_SIGNED_IN, response=Page)
+def list_bookings(request: Request) -> object:
+    """The caller's bookings; an admin sees everyone's and may filter by user."""
+    query: BookingQuery = request.query
+    user = request.user
+    where, params = ["true"], dict[str, Any]()
+    if user.role != "admin":
+        if query.user_id is not None and query.user_id != user.user_id:
+            raise Problem(403, "Forbidden", "only an admin may list other users' bookings")
+        where.append("user_id = :me")
+        params["me"] = user.user_id
+    for column in ("status", "course_id", "user_id"):
+        value = getattr(query, column)
+        if value is not None:
+            where.append(f"{column} = :{column}")
+            params[column] = value
+    condition = " AND ".join(where)
+    with unit_of_work(SOURCE) as uow:
+        total = uow.tx.scalar(f"SELECT count(*) FROM bookings WHERE {condition}", **params)
+        rows = uow.tx.all(f"SELECT * FROM bookings WHERE {condition}"
+                          " ORDER BY created_at DESC, booking_id LIMIT :limit OFFSET :offset",
+                          limit=query.size, offset=(query.page - 1) * query.size, **params)
+    return page_of([booking_view(r) for r in rows], query, total)
+
+
+@api.route("GET", "/bookings/<uuid:booking_id>", roles=ANYONE_SIGNED_IN, response=Booking,
+           errors=(404,))
 def get_booking(request: Request) -> object:
+    """One booking, the caller's own (or any, for an admin)."""
     with unit_of_work(SOURCE) as uow:
         return booking_view(own_booking(uow, request.params["booking_id"], request.user))
 
 
 @api.route("POST", "/bookings/<uuid:booking_id>/payment", body=Payment, roles=ANYONE_SIGNED_IN,
-           status=202)
+           response=PaymentAccepted, status=202, errors=(400, 404, 409))
 def pay(request: Request) -> object:
+    """Pay for a booking that is awaiting payment (`pm_card_visa`, `pm_card_chargeDeclined`)."""
     body: Payment = request.body
     if not payments.is_known_method(body.payment_method):
         raise Problem(400, "Bad Request", "unknown payment method", [{
@@ -143,8 +204,10 @@ def pay(request: Request) -> object:
             "status": "PROCESSING"}
 
 
-@api.route("POST", "/bookings/<uuid:booking_id>/cancel", roles=ANYONE_SIGNED_IN, status=202)
+@api.route("POST", "/bookings/<uuid:booking_id>/cancel", roles=ANYONE_SIGNED_IN,
+           response=Accepted, status=202, errors=(404, 409))
 def cancel(request: Request) -> object:
+    """Cancel a booking that is pending or awaiting payment; its ticket goes back on sale."""
     with unit_of_work(SOURCE) as uow:
         booking = own_booking(uow, request.params["booking_id"], request.user, "FOR UPDATE")
         if booking["status"] not in {"PENDING", "AWAITING_PAYMENT"}:

@@ -1,54 +1,113 @@
-"""The HTTP function behind /courses: publish a course and read it with its ticket counts."""
+"""The HTTP function behind /courses: publish, list, change and deactivate courses.
+
+A course's ticket counts are counted from its tickets, never stored beside
+them, so `available + reserved + sold == capacity` holds by construction.
+"""
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 import flask
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.db import Row, Tx
-from shared.events import CoursePublished
-from shared.http import Api, Request, endpoint, not_found
+from shared.events import CourseDeactivated, CoursePublished
+from shared.http import (
+    Api,
+    Page,
+    PageQuery,
+    Principal,
+    Problem,
+    Request,
+    conflict,
+    endpoint,
+    not_found,
+    page_of,
+)
 from shared.runtime import UnitOfWork, unit_of_work
 
 api = Api()
 SOURCE = "/marketplace/functions/catalogue"
+AUTHORS = {"author", "admin"}
 
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=10_000)]
+Price = Annotated[int, Field(ge=0, le=100_000_000, strict=True)]
 
 
 class NewCourse(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    description: Annotated[str, StringConstraints(max_length=10_000)] = ""
-    price_cents: Annotated[int, Field(ge=0, le=100_000_000, strict=True)]
+    model_config = ConfigDict(extra="forbid")
+    title: Title
+    description: Description = ""
+    price_cents: Price
     currency: CurrencyCode
     starts_at: AwareDatetime
     capacity: Annotated[int, Field(ge=1, le=10_000, strict=True)]
 
 
-def course_view(tx: Tx, course: Row) -> dict[str, Any]:
-    counts = {r["status"]: r["n"] for r in tx.all(
-        "SELECT status, count(*) AS n FROM tickets WHERE course_id = :c GROUP BY status",
-        c=course["course_id"],
-    )}
-    return {
-        "course_id": str(course["course_id"]),
-        "title": course["title"],
-        "description": course["description"],
-        "price_cents": course["price_cents"],
-        "currency": course["currency"],
-        "starts_at": course["starts_at"].isoformat(),
-        "status": course["status"],
-        "author_id": str(course["author_id"]),
-        "capacity": course["capacity"],
+class CourseChange(BaseModel):
+    """Any field of a new course but its capacity (tickets are never added or removed)."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: Title | None = None
+    description: Description | None = None
+    price_cents: Price | None = None
+    currency: CurrencyCode | None = None
+    starts_at: AwareDatetime | None = None
+
+
+class CourseQuery(PageQuery):
+    q: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
+    status: Literal["ACTIVE", "INACTIVE"] | None = None
+    price_min: Annotated[int, Field(ge=0)] | None = None
+    price_max: Annotated[int, Field(ge=0)] | None = None
+    starts_from: AwareDatetime | None = None
+    starts_to: AwareDatetime | None = None
+    sort: Literal["starts_at", "-starts_at", "created_at", "-created_at",
+                  "price_cents", "-price_cents"] = "starts_at"
+
+
+class Course(BaseModel):
+    course_id: uuid.UUID
+    title: str
+    description: str
+    price_cents: int
+    currency: str
+    starts_at: datetime
+    status: Literal["ACTIVE", "INACTIVE"]
+    author_id: uuid.UUID
+    capacity: int
+    available: int
+    reserved: int
+    sold: int
+    created_at: datetime
+
+
+def _counts(tx: Tx, course_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, int]]:
+    counts: dict[uuid.UUID, dict[str, int]] = {c: {} for c in course_ids}
+    for r in tx.all("SELECT course_id, status, count(*) AS n FROM tickets"
+                    " WHERE course_id = ANY(CAST(:ids AS uuid[])) GROUP BY course_id, status",
+                    ids=[str(c) for c in course_ids]):
+        counts[r["course_id"]][r["status"]] = r["n"]
+    return counts
+
+
+def _view(course: Row, counts: dict[str, int]) -> Course:
+    return Course.model_validate({
+        **course,
         "available": counts.get("AVAILABLE", 0),
         "reserved": counts.get("RESERVED", 0),
         "sold": counts.get("SOLD", 0),
-        "created_at": course["created_at"].isoformat(),
-    }
+    })
+
+
+def course_view(tx: Tx, course: Row) -> dict[str, Any]:
+    view = _view(course, _counts(tx, [course["course_id"]])[course["course_id"]])
+    return view.model_dump(mode="json")
 
 
 def create_course(uow: UnitOfWork, author_id: uuid.UUID, body: NewCourse) -> dict[str, Any]:
@@ -75,19 +134,97 @@ def create_course(uow: UnitOfWork, author_id: uuid.UUID, body: NewCourse) -> dic
     return course_view(uow.tx, course)
 
 
-@api.route("POST", "/courses", body=NewCourse, roles={"author", "admin"}, status=201)
+def _own_course(uow: UnitOfWork, course_id: uuid.UUID, who: Principal) -> Row:
+    """The course, locked, if the caller is its author or an admin."""
+    course = uow.tx.one("SELECT * FROM courses WHERE course_id = :c FOR UPDATE", c=course_id)
+    if course is None:
+        raise not_found("course")
+    if who.role != "admin" and course["author_id"] != who.user_id:
+        raise Problem(403, "Forbidden", "only the course's author or an admin may change it")
+    return course
+
+
+@api.route("POST", "/courses", body=NewCourse, roles=AUTHORS, response=Course, status=201)
 def publish_course(request: Request) -> object:
+    """Publish a course with `capacity` tickets."""
     with unit_of_work(SOURCE) as uow:
         return create_course(uow, request.user.user_id, request.body)
 
 
-@api.route("GET", "/courses/<uuid:course_id>")
+@api.route("GET", "/courses", query=CourseQuery, response=Page)
+def list_courses(request: Request) -> object:
+    """Courses, searched by text in title and description, filtered, sorted and paged."""
+    query: CourseQuery = request.query
+    where, params = ["true"], dict[str, Any]()
+    if query.q:
+        escaped = query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.append("(title ILIKE :q ESCAPE '\\' OR description ILIKE :q ESCAPE '\\')")
+        params["q"] = f"%{escaped}%"
+    for column, op, value in (("status", "=", query.status),
+                              ("price_cents", ">=", query.price_min),
+                              ("price_cents", "<=", query.price_max),
+                              ("starts_at", ">=", query.starts_from),
+                              ("starts_at", "<", query.starts_to)):
+        if value is not None:
+            name = f"p{len(params)}"
+            where.append(f"{column} {op} :{name}")
+            params[name] = value
+    column = query.sort.lstrip("-")  # one of the whitelisted names
+    direction = "DESC" if query.sort.startswith("-") else "ASC"
+    condition = " AND ".join(where)
+    with unit_of_work(SOURCE) as uow:
+        total = uow.tx.scalar(f"SELECT count(*) FROM courses WHERE {condition}", **params)
+        rows = uow.tx.all(
+            f"SELECT * FROM courses WHERE {condition} ORDER BY {column} {direction}, course_id"
+            " LIMIT :limit OFFSET :offset",
+            limit=query.size, offset=(query.page - 1) * query.size, **params)
+        counts = _counts(uow.tx, [r["course_id"] for r in rows])
+    items = [_view(r, counts[r["course_id"]]).model_dump(mode="json") for r in rows]
+    return page_of(items, query, total)
+
+
+@api.route("GET", "/courses/<uuid:course_id>", response=Course, errors=(404,))
 def get_course(request: Request) -> object:
+    """One course with its ticket counts."""
     with unit_of_work(SOURCE) as uow:
         course = uow.tx.one("SELECT * FROM courses WHERE course_id = :c",
                             c=request.params["course_id"])
         if course is None:
             raise not_found("course")
+        return course_view(uow.tx, course)
+
+
+@api.route("PATCH", "/courses/<uuid:course_id>", body=CourseChange, roles=AUTHORS,
+           response=Course, errors=(403, 404))
+def change_course(request: Request) -> object:
+    """Change a course's details; a new price applies to tickets reserved from now on."""
+    body: CourseChange = request.body
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    if any(value is None for value in changes.values()):
+        missing = [name for name, value in changes.items() if value is None]
+        raise Problem(422, "Validation Failed", "these fields cannot be cleared",
+                      [{"field": name, "message": "may not be null"} for name in missing])
+    with unit_of_work(SOURCE) as uow:
+        course = _own_course(uow, request.params["course_id"], request.user)
+        if changes:
+            sets = ", ".join(f"{name} = :{name}" for name in changes)
+            course = uow.tx.one(f"UPDATE courses SET {sets}, updated_at = now()"
+                                " WHERE course_id = :c RETURNING *",
+                                c=course["course_id"], **changes) or course
+        return course_view(uow.tx, course)
+
+
+@api.route("POST", "/courses/<uuid:course_id>/deactivate", roles=AUTHORS, response=Course,
+           errors=(403, 404, 409))
+def deactivate_course(request: Request) -> object:
+    """Stop selling a course; bookings requested from now on are rejected."""
+    with unit_of_work(SOURCE) as uow:
+        course = _own_course(uow, request.params["course_id"], request.user)
+        if course["status"] != "ACTIVE":
+            raise conflict("the course is not active")
+        course = uow.tx.one("UPDATE courses SET status = 'INACTIVE', updated_at = now()"
+                            " WHERE course_id = :c RETURNING *", c=course["course_id"]) or course
+        uow.emit(CourseDeactivated(course_id=course["course_id"], author_id=course["author_id"]))
         return course_view(uow.tx, course)
 
 

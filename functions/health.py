@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import socket
 from collections.abc import Callable
+from typing import Literal
 from urllib.parse import urlparse
 
 import flask
+from pydantic import BaseModel
 
 from shared.bootstrap import runtime
-from shared.http import endpoint
+from shared.http import Api, Request, endpoint
 
+api = Api()
 TIMEOUT = 2.0
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    components: dict[str, str]
 
 
 def _tcp(address: str) -> None:
@@ -35,8 +42,9 @@ def _http_url(url: str) -> Callable[[], object]:
     return lambda: _tcp(f"{parsed.hostname}:{port}")
 
 
-@endpoint("/healthz")
-def health(request: flask.Request) -> flask.Response:
+@api.route("GET", "/healthz", response=Health, errors=(503,))
+def healthz(request: Request) -> object:
+    """Each backing service: `up`, `down: why`, or `not_configured`; 503 when one is down."""
     rt = runtime()
     cfg = rt.settings
 
@@ -55,5 +63,10 @@ def health(request: flask.Request) -> flask.Response:
         else "not_configured",
     }
     healthy = all(state in {"up", "not_configured"} for state in components.values())
-    body = {"status": "ok" if healthy else "degraded", "components": components}
-    return flask.Response(json.dumps(body), 200 if healthy else 503, mimetype="application/json")
+    answer = Health(status="ok" if healthy else "degraded", components=components)
+    return (200 if healthy else 503), answer
+
+
+@endpoint("/healthz")
+def health(request: flask.Request) -> flask.Response:
+    return api.dispatch(request)

@@ -13,9 +13,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from functions.accounts import accounts
+from functions.api_docs import api_docs
 from functions.bookings import bookings
 from functions.cancel_open_payment import cancel_open_payment
 from functions.catalogue import catalogue
+from functions.create_profile import create_profile
 from functions.expire_booking import expire_booking
 from functions.health import health
 from functions.open_hold import open_hold
@@ -26,12 +28,15 @@ from functions.reserve_ticket import reserve_ticket
 from functions.settle_booking import settle_booking
 from functions.settle_ticket import settle_ticket
 from functions.sweep_expired_holds import sweep_expired_holds
+from functions.users import users
 
 __all__ = [
     "accounts",
+    "api_docs",
     "bookings",
     "cancel_open_payment",
     "catalogue",
+    "create_profile",
     "expire_booking",
     "health",
     "open_hold",
@@ -42,4 +47,5 @@ __all__ = [
     "settle_booking",
     "settle_ticket",
     "sweep_expired_holds",
+    "users",
 ]

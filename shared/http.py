@@ -18,7 +18,14 @@ from uuid import UUID
 
 import flask
 import functions_framework
-from pydantic import AfterValidator, BaseModel, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
@@ -90,14 +97,16 @@ def validation_problem(exc: ValidationError, where: str = "body") -> Problem:
 class Principal:
     user_id: UUID
     role: str
+    session_id: UUID
 
 
 @dataclass
 class Request:
-    """What a view gets: the validated body, the caller, and the raw request."""
+    """What a view gets: the validated body and query, the caller, and the raw request."""
 
     raw: flask.Request
     body: Any = None
+    query: Any = None
     principal: Principal | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -113,12 +122,30 @@ View = Callable[[Request], Any]
 
 @dataclass(frozen=True)
 class Route:
+    """One operation, described well enough to validate it and to document it."""
+
     method: str
     path: str
     view: View
     body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    response: type[BaseModel] | None
     roles: frozenset[str] | None  # None: anyone
     status: int
+    errors: tuple[int, ...]
+    raw_body: tuple[str, ...]  # media types of a non-JSON body (an image upload)
+
+    @property
+    def summary(self) -> str:
+        return (self.view.__doc__ or self.view.__name__).strip().splitlines()[0]
+
+
+class PageQuery(BaseModel):
+    """`page` (from 1) and `size` (1..100): every list takes them."""
+
+    model_config = ConfigDict(extra="forbid")
+    page: int = Field(1, ge=1, le=1_000_000)
+    size: int = Field(20, ge=1, le=100)
 
 
 class Api:
@@ -129,10 +156,13 @@ class Api:
         self._map = Map(strict_slashes=False, merge_slashes=False)
 
     def route(self, method: str, path: str, *, body: type[BaseModel] | None = None,
-              roles: set[str] | None = None, status: int = 200) -> Callable[[View], View]:
+              query: type[BaseModel] | None = None, response: type[BaseModel] | None = None,
+              roles: set[str] | None = None, status: int = 200, errors: tuple[int, ...] = (),
+              raw_body: tuple[str, ...] = ()) -> Callable[[View], View]:
         def decorate(view: View) -> View:
-            route = Route(method, path, view, body,
-                          frozenset(roles) if roles is not None else None, status)
+            route = Route(method, path, view, body, query, response,
+                          frozenset(roles) if roles is not None else None, status, errors,
+                          raw_body)
             self.routes.append(route)
             self._map.add(Rule(path, methods=[method], endpoint=len(self.routes) - 1))
             return view
@@ -165,6 +195,8 @@ class Api:
             request.principal = authenticate(raw)
             if request.principal.role not in route.roles:
                 raise Problem(403, "Forbidden", "your role may not do this")
+        if route.query is not None:
+            request.query = parse_query(raw, route.query)
         if route.body is not None:
             request.body = parse_body(raw, route.body)
         result = route.view(request)
@@ -175,7 +207,20 @@ class Api:
             status, result = result
         if result is None:
             return flask.Response(status=status)
+        if isinstance(result, BaseModel):
+            return flask.Response(result.model_dump_json(), status, mimetype="application/json")
         return flask.Response(json.dumps(result, default=str), status, mimetype="application/json")
+
+
+def parse_query(raw: flask.Request, model: type[BaseModel]) -> BaseModel:
+    values: dict[str, Any] = {}
+    for name in raw.args:
+        given = raw.args.getlist(name)
+        values[name] = given[0] if len(given) == 1 else given
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise validation_problem(exc, "query") from exc
 
 
 def parse_body(raw: flask.Request, model: type[BaseModel]) -> BaseModel:
@@ -205,7 +250,10 @@ def authenticate(raw: flask.Request) -> Principal:
     if claims is None:
         raise Problem(401, "Unauthorized", "the access token is invalid or expired",
                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    return Principal(UUID(claims["sub"]), claims["role"])
+    try:
+        return Principal(UUID(claims["sub"]), claims["role"], UUID(claims["sid"]))
+    except ValueError as exc:
+        raise Problem(401, "Unauthorized", "the access token is invalid") from exc
 
 
 def endpoint(*prefixes: str) -> Callable[[Callable[[flask.Request], flask.Response]],
@@ -220,17 +268,14 @@ def endpoint(*prefixes: str) -> Callable[[Callable[[flask.Request], flask.Respon
     return decorate
 
 
-def page_params(raw: flask.Request) -> tuple[int, int]:
-    """`page` (from 1) and `size` (1..100, default 20), or a 422 naming the field."""
-    values = {}
-    for name, default, low, high in (("page", 1, 1, 1_000_000), ("size", 20, 1, 100)):
-        text = raw.args.get(name, str(default))
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise Problem(422, "Validation Failed", f"{name} is out of range",
-                          [{"field": name, "message": f"must be a whole number {low}..{high}"}])
-        values[name] = value
-    return values["page"], values["size"]
+class Page(BaseModel):
+    """The answer of every list: one page of items and how many there are in all."""
+
+    items: list[Any]
+    page: int
+    size: int
+    total: int
+
+
+def page_of(items: list[Any], query: PageQuery, total: int) -> dict[str, Any]:
+    return {"items": items, "page": query.page, "size": query.size, "total": total}

@@ -21,12 +21,15 @@ ALGORITHM = "HS256"
 ISSUER = "marketplace"
 
 
-def issue_access(user_id: uuid.UUID, role: str, now: datetime | None = None) -> str:
+def issue_access(user_id: uuid.UUID, role: str, session_id: uuid.UUID,
+                 now: datetime | None = None) -> str:
+    """A signed access token; `sid` names the login, so logout can end exactly that one."""
     now = now or datetime.now(UTC)
     claims = {
         "iss": ISSUER,
         "sub": str(user_id),
         "role": role,
+        "sid": str(session_id),
         "typ": "access",
         "iat": int(now.timestamp()),
         "exp": int((now + timedelta(seconds=settings().access_token_ttl_seconds)).timestamp()),
@@ -39,7 +42,7 @@ def verify_access(token: str) -> dict[str, Any] | None:
     try:
         claims: dict[str, Any] = jwt.decode(
             token, settings().jwt_secret, algorithms=[ALGORITHM], issuer=ISSUER,
-            options={"require": ["exp", "iat", "sub", "jti"]},
+            options={"require": ["exp", "iat", "sub", "jti", "sid"]},
         )
     except jwt.PyJWTError:
         return None

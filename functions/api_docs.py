@@ -1,0 +1,71 @@
+"""The HTTP function behind /openapi.json, and the command that writes the committed copy.
+
+    python -m functions.api_docs           # exit 1 when functions/openapi.json is stale
+    python -m functions.api_docs --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import flask
+
+from shared.http import Api, endpoint
+from shared.openapi import document
+from shared.routing import ENDPOINTS, load
+
+COMMITTED = Path(__file__).with_name("openapi.json")
+VERSION = "1.0.0"
+
+
+def apis() -> dict[str, Api]:
+    """Every HTTP function's routes, found through the routing declaration."""
+    load()
+    found = {}
+    for endpoint_ in ENDPOINTS.values():
+        module = importlib.import_module(f"functions.{endpoint_.target}")
+        api = getattr(module, "api", None)
+        if isinstance(api, Api):
+            found[endpoint_.name] = api
+    return found
+
+
+@cache
+def rendered() -> str:
+    return json.dumps(document(apis(), VERSION), indent=2, sort_keys=False) + "\n"
+
+
+def spec() -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(rendered())
+    return result
+
+
+@endpoint("/openapi.json")
+def api_docs(request: flask.Request) -> flask.Response:
+    if request.method not in {"GET", "HEAD"}:
+        return flask.Response(status=405, headers={"Allow": "GET, HEAD"})
+    return flask.Response(rendered(), 200, mimetype="application/json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args(argv)
+    if args.write:
+        COMMITTED.write_text(rendered())
+        return 0
+    if not COMMITTED.exists() or COMMITTED.read_text() != rendered():
+        print("functions/openapi.json is stale: run `make schemas`")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
