@@ -96,8 +96,8 @@ def request_booking(request: Request) -> object:
     body: NewBooking = request.body
     user = request.user
     key = request.raw.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= 200:
-        raise Problem(400, "Bad Request", "Idempotency-Key must be 1..200 characters")
+    if key is not None and (not 1 <= len(key) <= 200 or not key.isprintable()):
+        raise Problem(400, "Bad Request", "Idempotency-Key must be 1..200 printable characters")
     fingerprint = hashlib.sha256(json.dumps(body.model_dump(mode="json")).encode()).hexdigest()
     booking_id = uuid.uuid4()
     answer = {"booking_id": str(booking_id), "status": "PENDING"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import threading
 import uuid
@@ -68,6 +69,7 @@ def read_image(raw: flask.Request) -> Image:
 
 
 def _ensure_bucket() -> None:
+    """Create the bucket on first use (a bucket that exists is configured by its owner)."""
     if _bucket_ready.is_set():
         return
     s3 = client("s3")
@@ -80,6 +82,13 @@ def _ensure_bucket() -> None:
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": settings().aws_region}
         with suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             s3.create_bucket(Bucket=bucket, **kwargs)
+        # Avatars are public pictures: anyone may read `avatars/*`, nothing else.
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Sid": "PublicAvatars", "Effect": "Allow", "Principal": "*",
+                           "Action": "s3:GetObject",
+                           "Resource": f"arn:aws:s3:::{bucket}/avatars/*"}],
+        }))
     _bucket_ready.set()
 
 

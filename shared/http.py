@@ -212,11 +212,27 @@ class Api:
         return flask.Response(json.dumps(result, default=str), status, mimetype="application/json")
 
 
+def _refuse_nul(value: Any, where: str) -> None:
+    """PostgreSQL text cannot hold U+0000: name the field instead of failing later."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise Problem(422, "Validation Failed", "text may not contain NUL characters",
+                          [{"field": where, "message": "contains a NUL character"}])
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_nul(key, where)
+            _refuse_nul(item, f"{where}.{key}" if where != "body" else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_nul(item, f"{where}.{index}")
+
+
 def parse_query(raw: flask.Request, model: type[BaseModel]) -> BaseModel:
     values: dict[str, Any] = {}
     for name in raw.args:
         given = raw.args.getlist(name)
         values[name] = given[0] if len(given) == 1 else given
+        _refuse_nul(values[name], name)
     try:
         return model.model_validate(values)
     except ValidationError as exc:
@@ -234,6 +250,7 @@ def parse_body(raw: flask.Request, model: type[BaseModel]) -> BaseModel:
     if not isinstance(payload, dict):
         raise Problem(422, "Validation Failed", "the body must be a JSON object",
                       [{"field": "body", "message": "must be an object"}])
+    _refuse_nul(payload, "body")
     try:
         return model.model_validate(payload)
     except ValidationError as exc:

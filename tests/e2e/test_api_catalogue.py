@@ -1,0 +1,115 @@
+"""The course catalogue, booking lists and error answers through the HTTP API."""
+
+from __future__ import annotations
+
+import uuid
+
+import requests
+from conftest import Client, Marketplace
+
+
+def publish(marketplace: Marketplace, **fields: object) -> dict[str, object]:
+    body = {"title": "Untitled", "description": "", "price_cents": 1000, "currency": "EUR",
+            "starts_at": "2027-06-01T09:00:00Z", "capacity": 2, **fields}
+    result: dict[str, object] = marketplace.admin.ok("POST", "/courses", body, status=201)
+    return result
+
+
+def test_courses_are_searched_filtered_sorted_and_paged(marketplace: Marketplace) -> None:
+    tag = uuid.uuid4().hex[:8]
+    cheap = publish(marketplace, title=f"Cheap {tag}", price_cents=500,
+                    starts_at="2027-07-01T09:00:00Z")
+    dear = publish(marketplace, title=f"Dear {tag}", price_cents=90_000,
+                   starts_at="2027-08-01T09:00:00Z")
+    hidden = publish(marketplace, title="Elsewhere", description=f"about {tag}",
+                     price_cents=2000, starts_at="2027-09-01T09:00:00Z")
+    anyone = Client(marketplace.url)
+    found = anyone.ok("GET", f"/courses?q={tag}&sort=-price_cents")
+    assert [c["course_id"] for c in found["items"]] == [
+        dear["course_id"], hidden["course_id"], cheap["course_id"]]
+    assert found["total"] == 3 and found["items"][0]["available"] == 2
+    priced = anyone.ok("GET", f"/courses?q={tag}&price_min=1000&price_max=50000")
+    assert [c["course_id"] for c in priced["items"]] == [hidden["course_id"]]
+    window = anyone.ok("GET", f"/courses?q={tag}&starts_from=2027-07-15T00:00:00Z"
+                       "&starts_to=2027-08-15T00:00:00Z")
+    assert [c["course_id"] for c in window["items"]] == [dear["course_id"]]
+    paged = anyone.ok("GET", f"/courses?q={tag}&sort=starts_at&size=1&page=2")
+    assert [c["course_id"] for c in paged["items"]] == [dear["course_id"]]
+    assert paged["total"] == 3
+    assert anyone.ok("GET", "/courses?q=%25_%5C")["total"] == 0  # wildcards are literal
+    for bad in ("sort=title", "status=OPEN", "price_min=-1", "size=500", "starts_from=soon"):
+        assert anyone.call("GET", f"/courses?{bad}").status_code == 422, bad
+
+
+def test_course_changes_and_deactivation(marketplace: Marketplace) -> None:
+    course = publish(marketplace, capacity=3)
+    cid = course["course_id"]
+    changed = marketplace.admin.ok("PATCH", f"/courses/{cid}", {"price_cents": 2500,
+                                                                 "title": "Renamed"})
+    assert changed["price_cents"] == 2500 and changed["title"] == "Renamed"
+    assert marketplace.admin.call("PATCH", f"/courses/{cid}", {"capacity": 10}).status_code == 422
+    assert marketplace.admin.call("PATCH", f"/courses/{cid}", {"title": None}).status_code == 422
+    user = marketplace.register()
+    booking = user.book(str(cid))
+    held = user.wait_status(booking, "AWAITING_PAYMENT")
+    assert held["amount_cents"] == 2500  # the price when the ticket was reserved
+    off = marketplace.admin.ok("POST", f"/courses/{cid}/deactivate")
+    assert off["status"] == "INACTIVE"
+    assert marketplace.admin.call("POST", f"/courses/{cid}/deactivate").status_code == 409
+    rejected = user.wait_status(user.book(str(cid)), "REJECTED")
+    assert rejected["reason"] == "course_inactive"
+    inactive = Client(marketplace.url).ok("GET", f"/courses?status=INACTIVE&size=100")
+    assert cid in [c["course_id"] for c in inactive["items"]]
+
+
+def test_users_list_their_own_bookings_and_admins_filter(marketplace: Marketplace) -> None:
+    course = publish(marketplace, capacity=1)
+    alice, bob = marketplace.register(), marketplace.register()
+    first = alice.book(str(course["course_id"]))
+    alice.wait_status(first, "AWAITING_PAYMENT")
+    second = bob.book(str(course["course_id"]))
+    bob.wait_status(second, "REJECTED")
+    mine = alice.ok("GET", "/bookings")
+    assert [b["booking_id"] for b in mine["items"]] == [first] and mine["total"] == 1
+    assert alice.call("GET", f"/bookings?user_id={bob.user_id}").status_code == 403
+    by_course = marketplace.admin.ok("GET", f"/bookings?course_id={course['course_id']}")
+    assert {b["booking_id"] for b in by_course["items"]} == {first, second}
+    rejected = marketplace.admin.ok(
+        "GET", f"/bookings?course_id={course['course_id']}&status=REJECTED")
+    assert [b["booking_id"] for b in rejected["items"]] == [second]
+    assert marketplace.admin.ok("GET", f"/bookings?user_id={bob.user_id}")["total"] == 1
+    assert alice.call("GET", "/bookings?status=LOST").status_code == 422
+
+
+def test_malformed_input_is_a_4xx_problem(marketplace: Marketplace) -> None:
+    user = marketplace.register()
+    headers = {"Authorization": f"Bearer {user.token}", "Content-Type": "application/json"}
+    cases = [
+        ("POST", "/bookings", b"{not json", 400),
+        ("POST", "/bookings", b"[1, 2]", 422),
+        ("POST", "/bookings", b"", 400),
+        ("POST", "/auth/register", b'{"email": "x@y.z", "password": 12345678, "full_name": "A"}',
+         422),
+        ("POST", "/auth/register", b'{"email": "not-an-email", "password": "12345678",'
+         b' "full_name": "A"}', 422),
+        ("POST", "/auth/register", b'{"email": "a@b.cd", "password": "short", "full_name": "A"}',
+         422),
+        ("POST", "/auth/register", b'{"email": "a@b.cd", "password": "12345678",'
+         b' "full_name": "A\\u0000B"}', 422),
+        ("POST", "/courses", b'{"title": "x"}', 403),
+        ("GET", "/nowhere", b"", 404),
+        ("DELETE", "/bookings", b"", 405),
+    ]
+    for method, path, body, status in cases:
+        answer = requests.request(method, marketplace.url + path, data=body, headers=headers,
+                                  timeout=30)
+        assert answer.status_code == status, (method, path, body, answer.text)
+        assert answer.headers["Content-Type"] == "application/problem+json", path
+        problem = answer.json()
+        assert {"type", "title", "status", "detail"} <= set(problem) and problem["status"] == status
+    bad = marketplace.admin.call("POST", "/courses", {
+        "title": "T", "price_cents": "ten", "currency": "euro", "starts_at": "2027-01-01",
+        "capacity": 0})
+    assert bad.status_code == 422
+    fields = {e["field"] for e in bad.json()["errors"]}
+    assert fields == {"price_cents", "currency", "starts_at", "capacity"}
