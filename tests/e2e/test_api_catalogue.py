@@ -58,7 +58,7 @@ def test_course_changes_and_deactivation(marketplace: Marketplace) -> None:
     assert marketplace.admin.call("POST", f"/courses/{cid}/deactivate").status_code == 409
     rejected = user.wait_status(user.book(str(cid)), "REJECTED")
     assert rejected["reason"] == "course_inactive"
-    inactive = Client(marketplace.url).ok("GET", f"/courses?status=INACTIVE&size=100")
+    inactive = Client(marketplace.url).ok("GET", "/courses?status=INACTIVE&size=100")
     assert cid in [c["course_id"] for c in inactive["items"]]
 
 
