@@ -73,7 +73,8 @@ class Triggers:
 
     def _ping_forever(self, reaction: Reaction, every: float) -> None:
         """What a PingSource does: POST a `dev.knative.sources.ping` CloudEvent on a schedule."""
-        session = requests.Session()
+        # A fresh connection per tick: a kept-alive one may be closed by the server between
+        # ticks, and the POST would fail for nothing.
         while not self.stopping.wait(every):
             headers = {
                 "ce-specversion": "1.0", "ce-id": str(uuid.uuid4()),
@@ -83,8 +84,8 @@ class Triggers:
                 "Content-Type": "application/json",
             }
             try:
-                answer = session.post(self.url(reaction), data=b"{}", headers=headers,
-                                      timeout=30)
+                answer = requests.post(self.url(reaction), data=b"{}", headers=headers,
+                                       timeout=30)
                 if answer.status_code >= 300:
                     log.warning("%s answered %s", reaction.name, answer.status_code)
             except requests.RequestException as exc:
