@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-integration test-e2e lint schemas bench demo manifests clean
+.PHONY: install run test test-unit test-integration test-e2e lint schemas bench demo consistency manifests clean
 
 install: $(STAMP)
 
@@ -42,6 +42,9 @@ bench: install
 
 demo: install
 	$(BIN)/python -m local.demo
+
+consistency: install
+	$(BIN)/python -m local.consistency
 
 manifests: install
 	$(BIN)/python -m local.manifests

@@ -25,6 +25,7 @@ from shared.http import (
     endpoint,
     not_found,
     page_of,
+    select_page,
 )
 from shared.runtime import UnitOfWork, unit_of_work
 
@@ -135,7 +136,7 @@ def list_bookings(request: Request) -> object:
     """The caller's bookings; an admin sees everyone's and may filter by user."""
     query: BookingQuery = request.query
     user = request.user
-    where, params = ["true"], dict[str, Any]()
+    where, params = [], dict[str, Any]()
     if user.role != "admin":
         if query.user_id is not None and query.user_id != user.user_id:
             raise Problem(403, "Forbidden", "only an admin may list other users' bookings")
@@ -146,12 +147,9 @@ def list_bookings(request: Request) -> object:
         if value is not None:
             where.append(f"{column} = :{column}")
             params[column] = value
-    condition = " AND ".join(where)
     with unit_of_work(SOURCE) as uow:
-        total = uow.tx.scalar(f"SELECT count(*) FROM bookings WHERE {condition}", **params)
-        rows = uow.tx.all(f"SELECT * FROM bookings WHERE {condition}"
-                          " ORDER BY created_at DESC, booking_id LIMIT :limit OFFSET :offset",
-                          limit=query.size, offset=(query.page - 1) * query.size, **params)
+        rows, total = select_page(uow.tx, "bookings", where, params,
+                                  "created_at DESC, booking_id", query)
     return page_of([booking_view(r) for r in rows], query, total)
 
 

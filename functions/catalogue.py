@@ -26,6 +26,8 @@ from shared.http import (
     endpoint,
     not_found,
     page_of,
+    select_page,
+    sort_clause,
 )
 from shared.runtime import UnitOfWork, unit_of_work
 
@@ -155,7 +157,7 @@ def publish_course(request: Request) -> object:
 def list_courses(request: Request) -> object:
     """Courses, searched by text in title and description, filtered, sorted and paged."""
     query: CourseQuery = request.query
-    where, params = ["true"], dict[str, Any]()
+    where, params = [], dict[str, Any]()
     if query.q:
         escaped = query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         where.append("(title ILIKE :q ESCAPE '\\' OR description ILIKE :q ESCAPE '\\')")
@@ -169,15 +171,9 @@ def list_courses(request: Request) -> object:
             name = f"p{len(params)}"
             where.append(f"{column} {op} :{name}")
             params[name] = value
-    column = query.sort.lstrip("-")  # one of the whitelisted names
-    direction = "DESC" if query.sort.startswith("-") else "ASC"
-    condition = " AND ".join(where)
     with unit_of_work(SOURCE) as uow:
-        total = uow.tx.scalar(f"SELECT count(*) FROM courses WHERE {condition}", **params)
-        rows = uow.tx.all(
-            f"SELECT * FROM courses WHERE {condition} ORDER BY {column} {direction}, course_id"
-            " LIMIT :limit OFFSET :offset",
-            limit=query.size, offset=(query.page - 1) * query.size, **params)
+        rows, total = select_page(uow.tx, "courses", where, params,
+                                  sort_clause(query.sort, "course_id"), query)
         counts = _counts(uow.tx, [r["course_id"] for r in rows])
     items = [_view(r, counts[r["course_id"]]).model_dump(mode="json") for r in rows]
     return page_of(items, query, total)

@@ -13,6 +13,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from functions.accounts import accounts
+from functions.analytics import analytics
 from functions.api_docs import api_docs
 from functions.bookings import bookings
 from functions.cancel_open_payment import cancel_open_payment
@@ -20,6 +21,9 @@ from functions.catalogue import catalogue
 from functions.create_profile import create_profile
 from functions.expire_booking import expire_booking
 from functions.health import health
+from functions.index_analytics import index_event
+from functions.my_notifications import my_notifications
+from functions.notify import send_notifications
 from functions.open_hold import open_hold
 from functions.open_payment import open_payment
 from functions.reject_booking import reject_booking
@@ -32,6 +36,7 @@ from functions.users import users
 
 __all__ = [
     "accounts",
+    "analytics",
     "api_docs",
     "bookings",
     "cancel_open_payment",
@@ -39,11 +44,14 @@ __all__ = [
     "create_profile",
     "expire_booking",
     "health",
+    "index_event",
+    "my_notifications",
     "open_hold",
     "open_payment",
     "reject_booking",
     "relay_outbox",
     "reserve_ticket",
+    "send_notifications",
     "settle_booking",
     "settle_ticket",
     "sweep_expired_holds",

@@ -18,7 +18,18 @@ from functions.accounts import Phone
 from shared import avatars
 from shared.db import Row
 from shared.events import UserUpdated
-from shared.http import Api, Page, PageQuery, Problem, Request, endpoint, not_found, page_of
+from shared.http import (
+    Api,
+    Page,
+    PageQuery,
+    Problem,
+    Request,
+    endpoint,
+    not_found,
+    page_of,
+    select_page,
+    sort_clause,
+)
 from shared.runtime import UnitOfWork, unit_of_work
 
 api = Api()
@@ -133,7 +144,7 @@ def upload_avatar(request: Request) -> object:
 def list_users(request: Request) -> object:
     """Profiles, filtered by email (a part of it) and registration time, sorted and paged."""
     query: UserQuery = request.query
-    where, params = ["true"], dict[str, Any]()
+    where, params = [], dict[str, Any]()
     if query.email:
         where.append("lower(email) LIKE :email ESCAPE '\\'")
         escaped = query.email.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -144,15 +155,9 @@ def list_users(request: Request) -> object:
     if query.registered_to:
         where.append("registered_at < :rto")
         params["rto"] = query.registered_to
-    column = query.sort.lstrip("-")  # one of the whitelisted names
-    direction = "DESC" if query.sort.startswith("-") else "ASC"
-    condition = " AND ".join(where)
     with unit_of_work(SOURCE) as uow:
-        total = uow.tx.scalar(f"SELECT count(*) FROM profiles WHERE {condition}", **params)
-        rows = uow.tx.all(
-            f"SELECT * FROM profiles WHERE {condition} ORDER BY {column} {direction}, user_id"
-            " LIMIT :limit OFFSET :offset",
-            limit=query.size, offset=(query.page - 1) * query.size, **params)
+        rows, total = select_page(uow.tx, "profiles", where, params,
+                                  sort_clause(query.sort, "user_id"), query)
     return page_of([profile_of(r).model_dump(mode="json") for r in rows], query, total)
 
 

@@ -30,6 +30,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
 from shared import tokens
+from shared.db import Row, Tx
 from shared.routing import Endpoint, register_endpoint
 
 log = logging.getLogger("marketplace.http")
@@ -292,6 +293,26 @@ class Page(BaseModel):
     page: int
     size: int
     total: int
+
+
+def select_page(tx: Tx, table: str, where: list[str], params: dict[str, Any], order: str,
+                query: PageQuery) -> tuple[list[Row], int]:
+    """One page of `table`'s rows matching every condition, and how many match in all.
+
+    `table`, `where` and `order` are written by the caller from whitelisted names;
+    values only ever travel in `params`.
+    """
+    condition = " AND ".join(where) or "true"
+    total = int(tx.scalar(f"SELECT count(*) FROM {table} WHERE {condition}", **params))
+    rows = tx.all(f"SELECT * FROM {table} WHERE {condition} ORDER BY {order}"
+                  " LIMIT :page_limit OFFSET :page_offset",
+                  page_limit=query.size, page_offset=(query.page - 1) * query.size, **params)
+    return rows, total
+
+
+def sort_clause(sort: str, tie_breaker: str) -> str:
+    """`-name` means descending; the names come from a Literal, so they are safe to splice."""
+    return f"{sort.lstrip('-')} {'DESC' if sort.startswith('-') else 'ASC'}, {tie_breaker}"
 
 
 def page_of(items: list[Any], query: PageQuery, total: int) -> dict[str, Any]:

@@ -96,7 +96,8 @@ def source_of(target: str) -> str:
     return f"/marketplace/functions/{target.replace('_', '-')}"
 
 
-def _with_db_retries(work: Callable[[], None]) -> None:
+def with_db_retries(work: Callable[[], None]) -> None:
+    """Run `work`, again after a serialization failure, a deadlock or a dropped connection."""
     for attempt in range(1, DB_ATTEMPTS + 1):
         try:
             work()
@@ -124,7 +125,7 @@ def handle(target: str, envelope: Envelope[Any],
             if handled:
                 uow.emit_all(handler(uow))
 
-    _with_db_retries(attempt)
+    with_db_retries(attempt)
     return handled
 
 
@@ -172,6 +173,42 @@ def reaction(*triggers: type[Event], ordering: Ordering = "ordered"
     return decorate
 
 
+EffectHandler = Callable[[Envelope[Any], Runtime], None]
+
+
+def effect(*triggers: type[Event], ordering: Ordering = "ordered"
+           ) -> Callable[[EffectHandler], CloudEventFunction]:
+    """Declare a reaction whose effect lives outside PostgreSQL (a message, a search document).
+
+    Decoded, checked and answered like any reaction, but with no inbox and no
+    transaction around it: the handler makes its own effect idempotent (a
+    document id, a ledger of sends), since a failed send must leave the event
+    deliverable again. It emits nothing.
+    """
+    if not triggers:
+        raise ValueError("an effect needs at least one event type")
+    accepted = {t.cloudevent_type() for t in triggers}
+
+    def decorate(handler: EffectHandler) -> CloudEventFunction:
+        target = handler.__name__
+
+        def function(cloud_event: CloudEvent) -> None:
+            def work() -> None:
+                envelope = from_cloudevent(cloud_event)
+                if envelope.type not in accepted:
+                    raise PoisonEvent(f"{target} does not handle {envelope.type}")
+                handler(envelope, runtime())
+
+            _answer(target, work)
+
+        register_reaction(Reaction(target, tuple(t.topic for t in triggers), None, ordering))
+        wrapped = _register(target, function)
+        wrapped.handler = handler  # type: ignore[attr-defined]
+        return wrapped
+
+    return decorate
+
+
 def scheduled(cron: str) -> Callable[[ScheduledHandler], CloudEventFunction]:
     """Declare a function run on a schedule (a PingSource's cron in Knative)."""
 
@@ -181,7 +218,7 @@ def scheduled(cron: str) -> Callable[[ScheduledHandler], CloudEventFunction]:
         def function(cloud_event: CloudEvent) -> None:
             def work() -> None:
                 tick_id = str(cloud_event["id"])
-                _with_db_retries(lambda: _run_scheduled(target, handler))
+                with_db_retries(lambda: _run_scheduled(target, handler))
                 log.debug("%s: tick %s done", target, tick_id)
 
             _answer(target, work)

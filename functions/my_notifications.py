@@ -1,0 +1,58 @@
+"""The HTTP function behind /users/me/notifications: what we sent you, newest first.
+
+Its own function (the front door routes the longest prefix first), so the
+profile function behind /users need not know about notifications.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flask
+
+from shared.db import Row
+from shared.http import Api, Page, PageQuery, Request, endpoint, page_of
+from shared.runtime import unit_of_work
+
+api = Api()
+SOURCE = "/marketplace/functions/my-notifications"
+
+
+def notification_view(row: Row) -> dict[str, Any]:
+    return {
+        "notification_id": str(row["notification_id"]),
+        "channel": row["channel"],
+        "template": row["template"],
+        "recipient": row["recipient"],
+        "subject": row["subject"],
+        "status": row["status"],
+        "event_id": row["event_id"],
+        "event_type": row["event_type"],
+        "provider_message_id": row["provider_message_id"],
+        "error": row["error"],
+        "attempts": row["attempts"],
+        "created_at": row["created_at"].isoformat(),
+        "updated_at": row["updated_at"].isoformat(),
+    }
+
+
+@api.route("GET", "/users/me/notifications", query=PageQuery, roles={"user", "author", "admin"},
+           response=Page)
+def list_mine(request: Request) -> object:
+    """The notifications sent (or tried) to the caller, newest first."""
+    query: PageQuery = request.query
+    page, size = query.page, query.size
+    with unit_of_work(SOURCE) as uow:
+        total = uow.tx.scalar("SELECT count(*) FROM notifications WHERE user_id = :u",
+                              u=request.user.user_id)
+        rows = uow.tx.all(
+            "SELECT * FROM notifications WHERE user_id = :u"
+            " ORDER BY created_at DESC, notification_id LIMIT :size OFFSET :skip",
+            u=request.user.user_id, size=size, skip=(page - 1) * size,
+        )
+    return page_of([notification_view(r) for r in rows], query, total)
+
+
+@endpoint("/users/me/notifications")
+def my_notifications(request: flask.Request) -> flask.Response:
+    return api.dispatch(request)

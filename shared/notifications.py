@@ -1,0 +1,309 @@
+"""What a notification says and how it leaves: templates, the facts they need, SES and SNS.
+
+Each trigger event is turned into messages (`compose`), one per channel, each
+rendered from a template in plain text and HTML with the facts a person needs:
+what happened, the course and when it starts, the amount, the booking id, and
+what to do next. Recipients come from `accounts`, never from the event alone
+(only `user.registered` carries the address it was registered with).
+
+Provider errors are sorted into two kinds, because the event's answer depends
+on it: `transient` (throttled, unavailable, timed out: answer 503 and let
+the event come again) and permanent (the address is refused: record it as
+failed, never retry).
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from string import Template
+from typing import Any, Literal
+from uuid import UUID
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared import aws
+from shared.db import Row, Tx
+from shared.events import (
+    BookingCancelled,
+    BookingConfirmed,
+    BookingExpired,
+    BookingRejected,
+    CoursePublished,
+    Event,
+    PaymentRefunded,
+    UserRegistered,
+)
+
+Channel = Literal["email", "sms"]
+TRIGGERS: tuple[type[Event], ...] = (
+    UserRegistered, BookingConfirmed, BookingCancelled, BookingExpired, BookingRejected,
+    PaymentRefunded, CoursePublished,
+)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+
+
+@dataclass(frozen=True)
+class Message:
+    channel: Channel
+    user_id: UUID | None
+    recipient: str
+    template: str
+    content: Rendered
+
+
+@dataclass(frozen=True)
+class _Template:
+    subject: str
+    text: str
+    html: str
+
+    def render(self, facts: dict[str, str]) -> Rendered:
+        escaped = {k: html.escape(v) for k, v in facts.items()}
+        body = Template(self.html).substitute(escaped)
+        return Rendered(
+            Template(self.subject).substitute(facts),
+            Template(self.text).substitute(facts),
+            f"<!doctype html><html><body style=\"font-family:sans-serif\">{body}"
+            "<p style=\"color:#777\">Marketplace</p></body></html>",
+        )
+
+
+TEMPLATES: dict[str, _Template] = {
+    "welcome": _Template(
+        "Welcome to Marketplace, $name",
+        "Hello $name,\n\nyour account $email is ready. Browse the courses and book a ticket:"
+        " a ticket is held for you while you pay.\n\nMarketplace\n",
+        "<h1>Welcome, $name</h1><p>Your account <b>$email</b> is ready.</p>"
+        "<p>Browse the courses and book a ticket: it is held for you while you pay.</p>",
+    ),
+    "booking_confirmed": _Template(
+        "Booking confirmed: $title",
+        "Hello $name,\n\nyour booking $booking_id for \"$title\" is confirmed and your ticket"
+        " is yours. We received $amount.\nThe course starts $starts_at.\n\nNothing more to"
+        " do: just be there.\n\nMarketplace\n",
+        "<h1>Booking confirmed</h1><p>Hello $name, your booking <code>$booking_id</code> for"
+        " <b>$title</b> is confirmed and your ticket is yours. We received <b>$amount</b>.</p>"
+        "<p>The course starts <b>$starts_at</b>.</p><p>Nothing more to do: just be there.</p>",
+    ),
+    "booking_cancelled": _Template(
+        "Booking cancelled: $title",
+        "Hello $name,\n\nyour booking $booking_id for \"$title\" (starts $starts_at) is"
+        " cancelled: $why.\n$next\n\nMarketplace\n",
+        "<h1>Booking cancelled</h1><p>Hello $name, your booking <code>$booking_id</code> for"
+        " <b>$title</b> (starts $starts_at) is cancelled: $why.</p><p>$next</p>",
+    ),
+    "booking_expired": _Template(
+        "Your hold ran out: $title",
+        "Hello $name,\n\nwe held a ticket for \"$title\" (starts $starts_at) under booking"
+        " $booking_id, but no payment arrived in time, so the ticket is back on sale and"
+        " nothing was charged.\nBook again if you still want to come.\n\nMarketplace\n",
+        "<h1>Your hold ran out</h1><p>Hello $name, we held a ticket for <b>$title</b>"
+        " (starts $starts_at) under booking <code>$booking_id</code>, but no payment arrived"
+        " in time, so the ticket is back on sale and nothing was charged.</p>"
+        "<p>Book again if you still want to come.</p>",
+    ),
+    "booking_rejected": _Template(
+        "We could not book \"$title\"",
+        "Hello $name,\n\nyour booking $booking_id for \"$title\" could not be made: $why."
+        " Nothing was charged.\n$next\n\nMarketplace\n",
+        "<h1>No ticket this time</h1><p>Hello $name, your booking <code>$booking_id</code>"
+        " for <b>$title</b> could not be made: $why. Nothing was charged.</p><p>$next</p>",
+    ),
+    "payment_refunded": _Template(
+        "Refund of $amount: $title",
+        "Hello $name,\n\nyour payment of $amount for booking $booking_id (\"$title\") arrived"
+        " after the booking had $why, so we refunded it in full.\nIt reaches your card in a"
+        " few days; book again if you still want to come.\n\nMarketplace\n",
+        "<h1>Refund of $amount</h1><p>Hello $name, your payment for booking"
+        " <code>$booking_id</code> (<b>$title</b>) arrived after the booking had $why, so we"
+        " refunded it in full.</p><p>It reaches your card in a few days; book again if you"
+        " still want to come.</p>",
+    ),
+    "course_published": _Template(
+        "Your course is live: $title",
+        "Hello $name,\n\n\"$title\" is published: $capacity tickets at $amount, starting"
+        " $starts_at (course $course_id).\nShare it; you will see bookings as they come"
+        " in.\n\nMarketplace\n",
+        "<h1>Your course is live</h1><p>Hello $name, <b>$title</b> is published:"
+        " $capacity tickets at $amount, starting $starts_at.</p><p>Course id"
+        " <code>$course_id</code>. Share it; you will see bookings as they come in.</p>",
+    ),
+}
+SMS_CONFIRMED = Template("Marketplace: booking $short_id for \"$title\" confirmed, $starts_at.")
+
+_WHY = {
+    "payment_failed": ("your payment was declined",
+                       "The ticket is back on sale; book again with another card."),
+    "user_cancelled": ("as you asked", "Nothing was charged."),
+    "sold_out": ("the course is sold out", "Look for another date or course."),
+    "course_inactive": ("the course is no longer offered", "Look for another course."),
+    "course_not_found": ("the course does not exist", "Look for another course."),
+    "booking_expired": ("expired", ""),
+    "booking_cancelled": ("been cancelled", ""),
+    "booking_not_awaiting_payment": ("closed", ""),
+}
+
+
+def money(cents: int | None, currency: str | None) -> str:
+    return "" if cents is None else f"{cents / 100:.2f} {(currency or '').strip()}"
+
+
+def when(moment: datetime | None) -> str:
+    return "" if moment is None else moment.strftime("%a %d %b %Y, %H:%M %Z")
+
+
+# --- composing ----------------------------------------------------------------------------
+
+
+def _account(tx: Tx, user_id: UUID) -> Row | None:
+    return tx.one("SELECT user_id, email, full_name, phone FROM accounts WHERE user_id = :u",
+                  u=user_id)
+
+
+def _course(tx: Tx, course_id: UUID) -> Row:
+    return tx.one("SELECT title, starts_at, price_cents, currency FROM courses"
+                  " WHERE course_id = :c", c=course_id) or {
+        "title": "your course", "starts_at": None, "price_cents": None, "currency": None}
+
+
+def _email(account: Row, template: str, facts: dict[str, str]) -> Message:
+    facts = {"name": account["full_name"], "email": account["email"], **facts}
+    return Message("email", account["user_id"], account["email"], template,
+                   TEMPLATES[template].render(facts))
+
+
+def compose(event: Event, tx: Tx) -> tuple[list[Message], str | None]:
+    """The messages an event calls for, and why there are none when the recipient is unknown."""
+    if isinstance(event, UserRegistered):
+        account: Row | None = {"user_id": event.user_id, "email": event.email,
+                               "full_name": event.full_name, "phone": event.phone}
+        assert account is not None
+        return [_email(account, "welcome", {})], None
+    if isinstance(event, CoursePublished):
+        author = _account(tx, event.author_id)
+        if author is None:
+            return [], f"no account for author {event.author_id}"
+        return [_email(author, "course_published", {
+            "title": event.title, "course_id": str(event.course_id),
+            "capacity": str(event.capacity), "amount": money(event.price_cents, event.currency),
+            "starts_at": when(event.starts_at)})], None
+
+    booking = tx.one("SELECT user_id, course_id, amount_cents, currency FROM bookings"
+                     " WHERE booking_id = :b", b=event.booking_id)  # type: ignore[attr-defined]
+    user_id = getattr(event, "user_id", None) or (booking or {}).get("user_id")
+    course_id = getattr(event, "course_id", None) or (booking or {}).get("course_id")
+    account = _account(tx, user_id) if user_id else None
+    if account is None:
+        return [], f"no account for user {user_id}"
+    course = _course(tx, course_id) if course_id else _course(tx, UUID(int=0))
+    facts = {"booking_id": str(event.booking_id), "title": course["title"],  # type: ignore[attr-defined]
+             "starts_at": when(course["starts_at"]),
+             "amount": money(getattr(event, "amount_cents", None) or (booking or {}).get(
+                 "amount_cents"), getattr(event, "currency", None) or (booking or {}).get(
+                 "currency"))}
+    if isinstance(event, BookingConfirmed):
+        messages = [_email(account, "booking_confirmed", facts)]
+        if account["phone"]:
+            text = SMS_CONFIRMED.substitute(short_id=facts["booking_id"][:8],
+                                            title=facts["title"][:60],
+                                            starts_at=facts["starts_at"])
+            messages.append(Message("sms", account["user_id"], account["phone"],
+                                    "booking_confirmed_sms", Rendered("", text, "")))
+        return messages, None
+    if isinstance(event, BookingExpired):
+        return [_email(account, "booking_expired", facts)], None
+    reason = str(getattr(event, "reason", ""))
+    why, next_step = _WHY.get(reason, (reason.replace("_", " "), ""))
+    facts.update(why=why, next=next_step)
+    template = {BookingCancelled: "booking_cancelled", BookingRejected: "booking_rejected",
+                PaymentRefunded: "payment_refunded"}[type(event)]
+    return [_email(account, template, facts)], None
+
+
+# --- sending ------------------------------------------------------------------------------
+
+
+class ProviderError(RuntimeError):
+    def __init__(self, message: str, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+# Answers that mean "not now" (SES reports both rate and daily quota as Throttling).
+TRANSIENT_CODES = frozenset({
+    "Throttling", "ThrottlingException", "TooManyRequestsException", "ServiceUnavailable",
+    "ServiceUnavailableException", "InternalFailure", "InternalError", "RequestTimeout",
+    "RequestTimeoutException", "LimitExceededException",
+})
+
+
+def classify(exc: Exception) -> ProviderError:
+    """Transient unless the provider refused this message for good (a 4xx that is no throttle)."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500))
+        transient = code in TRANSIENT_CODES or status >= 500
+        return ProviderError(f"{code}: {error.get('Message', '')}", transient)
+    if isinstance(exc, BotoCoreError):  # connection refused, timeouts
+        return ProviderError(f"{type(exc).__name__}: {exc}", True)
+    return ProviderError(f"{type(exc).__name__}: {exc}", True)
+
+
+def ses_client() -> Any:
+    """The SES client; tests replace this function to inject a failing provider."""
+    return aws.client("ses")
+
+
+def sns_client() -> Any:
+    return aws.client("sns")
+
+
+_verified: set[tuple[int, str]] = set()
+_verify_lock = threading.Lock()
+
+
+def ensure_sender(ses: Any, sender: str) -> None:
+    """SES sends only from a verified identity: verify the address once, unless it or its
+    domain already is (asking again would send a real verification mail each time)."""
+    key = (id(ses), sender)
+    if key in _verified:
+        return
+    with _verify_lock:
+        domain = sender.rpartition("@")[2]
+        found = ses.get_identity_verification_attributes(Identities=[sender, domain])
+        statuses = {v.get("VerificationStatus") for v in
+                    found.get("VerificationAttributes", {}).values()}
+        if "Success" not in statuses:
+            ses.verify_email_identity(EmailAddress=sender)
+        _verified.add(key)
+
+
+def send(message: Message, sender: str) -> str:
+    """Hand the message to its provider; returns the provider's message id."""
+    try:
+        if message.channel == "sms":
+            answer = sns_client().publish(
+                PhoneNumber=message.recipient, Message=message.content.text,
+                MessageAttributes={"AWS.SNS.SMS.SMSType": {
+                    "DataType": "String", "StringValue": "Transactional"}})
+            return str(answer["MessageId"])
+        ses = ses_client()
+        ensure_sender(ses, sender)
+        answer = ses.send_email(
+            Source=sender, Destination={"ToAddresses": [message.recipient]},
+            Message={"Subject": {"Data": message.content.subject, "Charset": "UTF-8"},
+                     "Body": {"Text": {"Data": message.content.text, "Charset": "UTF-8"},
+                              "Html": {"Data": message.content.html, "Charset": "UTF-8"}}})
+        return str(answer["MessageId"])
+    except Exception as exc:
+        raise classify(exc) from exc

@@ -1,0 +1,171 @@
+"""The analytics index: the Elasticsearch client, the index template, and bulk indexing.
+
+One document per CloudEvent, its id the CloudEvent id, so a redelivered event
+overwrites its own document instead of counting twice. The index template
+types the fields the summary aggregates on (keywords, a date, a long amount);
+the raw event is kept but not indexed.
+
+The client speaks to real Elasticsearch by default; the embedded
+OpenSearch-compatible server only answers `server_mode="serverless"` requests
+(FIELD-NOTES), which `ELASTICSEARCH_SERVER_MODE=serverless` selects.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from functools import cache
+from typing import Any
+
+from elasticsearch import ApiError, Elasticsearch
+
+from shared.config import settings
+from shared.envelope import Envelope
+from shared.events import Event
+
+INDEX = "marketplace-events"
+TEMPLATE = "marketplace-events"
+_KEYWORD = {"type": "keyword"}
+MAPPINGS: dict[str, Any] = {
+    "dynamic": False,
+    "properties": {
+        "type": _KEYWORD, "time": {"type": "date"}, "source": _KEYWORD, "subject": _KEYWORD,
+        "course_id": _KEYWORD, "user_id": _KEYWORD, "booking_id": _KEYWORD,
+        "payment_id": _KEYWORD, "ticket_id": _KEYWORD, "amount_cents": {"type": "long"},
+        "currency": _KEYWORD, "status": _KEYWORD, "reason": _KEYWORD,
+        "title": {"type": "text"}, "data": {"type": "object", "enabled": False},
+    },
+}
+
+# The state an event moves its aggregate into (bookings, payments, courses).
+STATUS_AFTER = {
+    "booking.requested": "PENDING", "payment.requested": "AWAITING_PAYMENT",
+    "booking.confirmed": "CONFIRMED", "booking.rejected": "REJECTED",
+    "booking.cancelled": "CANCELLED", "booking.expired": "EXPIRED",
+    "payment.succeeded": "SUCCEEDED", "payment.failed": "FAILED",
+    "payment.refunded": "REFUNDED", "ticket.reserved": "RESERVED",
+    "ticket.unavailable": "UNAVAILABLE", "course.published": "ACTIVE",
+    "course.deactivated": "INACTIVE",
+}
+
+
+class SearchUnavailable(RuntimeError):
+    """The cluster did not answer, or asked us to slow down: try again later."""
+
+
+@cache
+def client(url: str = "", mode: str = "") -> Elasticsearch:
+    """The cluster at `url` (default: the settings'), one client per process and address."""
+    if not url:
+        url, mode = settings().elasticsearch_url, mode or settings().elasticsearch_server_mode
+    if not url:
+        raise RuntimeError("ELASTICSEARCH_URL is not set (make run and the tests set it)")
+    if mode == "serverless":
+        return Elasticsearch(url, server_mode="serverless", request_timeout=10)
+    return Elasticsearch(url, request_timeout=10)
+
+
+_ready: set[int] = set()
+_ready_lock = threading.Lock()
+
+
+def ensure_index(es: Elasticsearch, index: str = INDEX) -> None:
+    """Put the index template and create the index, once per process (both idempotent)."""
+    if id(es) in _ready:
+        return
+    with _ready_lock:
+        es.indices.put_index_template(name=TEMPLATE, index_patterns=[f"{INDEX}*"],
+                                      template={"mappings": MAPPINGS}, priority=100)
+        if not es.indices.exists(index=index):
+            try:
+                es.indices.create(index=index)
+            except ApiError as exc:
+                if "already_exists" not in str(exc):
+                    raise
+        _ready.add(id(es))
+
+
+def forget_index_setup() -> None:
+    """Tests that delete the index call this so the next write sets it up again."""
+    _ready.clear()
+
+
+def document(envelope: Envelope[Event], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The indexed form of an event: the fields the template maps, plus the raw data."""
+    data = envelope.data.model_dump(mode="json")
+    doc: dict[str, Any] = {
+        "type": envelope.topic, "time": envelope.time.isoformat(), "source": envelope.source,
+        "subject": envelope.subject, "status": STATUS_AFTER.get(envelope.topic), "data": data,
+    }
+    for name in ("course_id", "user_id", "booking_id", "payment_id", "ticket_id",
+                 "amount_cents", "currency", "reason", "title"):
+        if data.get(name) is not None:
+            doc[name] = data[name]
+    if envelope.topic == "course.published":
+        doc.pop("amount_cents", None)  # a price, not money that moved
+    for name, value in (extra or {}).items():
+        doc.setdefault(name, value)
+    return doc
+
+
+Enrich = Callable[[list[dict[str, Any]]], None]
+
+
+class BulkIndexer:
+    """Gathers the documents of concurrent requests for a few milliseconds, one `_bulk` each.
+
+    The first request of a batch waits `linger` seconds, takes everything
+    that arrived meanwhile, enriches and sends it; every request then gets its
+    own item's result. No background thread: a process that is idle holds nothing.
+    """
+
+    def __init__(self, es: Callable[[], Elasticsearch], enrich: Enrich | None = None,
+                 linger: float = 0.005, index: str = INDEX) -> None:
+        self._es = es
+        self._enrich = enrich
+        self.linger = linger
+        self.index = index
+        self._lock = threading.Lock()
+        self._pending: list[tuple[str, dict[str, Any], Future[None]]] = []
+        self.flushes = 0
+
+    def put(self, doc_id: str, doc: dict[str, Any], timeout: float = 30.0) -> None:
+        """Index one document; raises SearchUnavailable (retry) or ValueError (never)."""
+        future: Future[None] = Future()
+        with self._lock:
+            self._pending.append((doc_id, doc, future))
+            leader = len(self._pending) == 1
+        if leader:
+            time.sleep(self.linger)
+            with self._lock:
+                batch, self._pending = self._pending, []
+            self._flush(batch)
+        future.result(timeout)
+
+    def _flush(self, batch: list[tuple[str, dict[str, Any], Future[None]]]) -> None:
+        self.flushes += 1
+        try:
+            if self._enrich is not None:
+                self._enrich([doc for _, doc, _ in batch])
+            es = self._es()
+            ensure_index(es, self.index)
+            operations: list[dict[str, Any]] = []
+            for doc_id, doc, _ in batch:
+                operations += [{"index": {"_index": self.index, "_id": doc_id}}, doc]
+            answer = es.bulk(operations=operations)
+        except Exception as exc:  # the cluster or the database: all of it comes again
+            for _, _, future in batch:
+                future.set_exception(SearchUnavailable(f"{type(exc).__name__}: {exc}"))
+            return
+        for (_, _, future), item in zip(batch, answer["items"], strict=True):
+            result = item.get("index", {})
+            status = int(result.get("status", 500))
+            if status < 300:
+                future.set_result(None)
+            elif status == 429 or status >= 500:
+                future.set_exception(SearchUnavailable(str(result.get("error"))))
+            else:
+                future.set_exception(ValueError(str(result.get("error"))))
+
