@@ -57,6 +57,8 @@ Marketplace is up.
   Kafka         {stack.env['KAFKA_BOOTSTRAP_SERVERS']}
   PostgreSQL    {stack.env['DATABASE_URL']}
   Redis         {stack.env['REDIS_URL']}
+  search        {stack.env['ELASTICSEARCH_URL']}
+  AWS endpoint  {stack.env['AWS_ENDPOINT_URL']}   (sent mail: /moto-api/)
   logs          {args.workdir}
 Ctrl-C stops everything.
 """, flush=True)
