@@ -12,6 +12,13 @@ import sys
 # functions-framework loads this file by path; make the project importable.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from shared.config import settings
+
+# functions-framework names the target before it loads this file: when serving,
+# refuse to start with unsafe settings (no JWT_SECRET outside local mode).
+if os.environ.get("FUNCTION_TARGET"):
+    settings()
+
 from functions.accounts import accounts
 from functions.analytics import analytics
 from functions.api_docs import api_docs

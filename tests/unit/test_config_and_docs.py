@@ -28,3 +28,20 @@ def test_numbers_are_checked() -> None:
 def test_committed_openapi_document_is_current() -> None:
     assert api_docs.COMMITTED.read_text() == api_docs.rendered(), (
         "functions/openapi.json is stale: run `make schemas`")
+
+
+def test_a_function_refuses_to_start_without_a_jwt_secret() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"JWT_SECRET", "MARKETPLACE_LOCAL", "FUNCTION_TARGET"}}
+    started = subprocess.run(
+        [sys.executable, "-c", "from functions_framework import create_app;"
+         " create_app('health', 'functions/main.py')"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert started.returncode != 0
+    assert "JWT_SECRET is required outside local mode" in started.stderr

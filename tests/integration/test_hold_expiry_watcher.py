@@ -1,0 +1,42 @@
+"""The watcher turns a hold's Redis expiry into the same event the sweeper would emit."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from functions import hold_expiry_watcher
+from shared import holds
+from shared.bootstrap import Runtime
+from shared.envelope import Envelope
+
+
+def test_an_expired_hold_key_becomes_reservation_expired(rt: Runtime, redis_url: str) -> None:
+    seen: list[Envelope[Any]] = []
+    stop, ready = threading.Event(), threading.Event()
+    watcher = threading.Thread(target=hold_expiry_watcher.watch,
+                               args=(redis_url, seen.append, stop, ready), daemon=True)
+    watcher.start()
+    try:
+        assert ready.wait(10)
+        booking = uuid.uuid4()
+        now = datetime.now(UTC)
+        deadline = holds.deadline(now, 0) + timedelta(milliseconds=200)
+        holds.open_hold(rt.redis, booking, deadline, now)
+        rt.redis.set("someone-elses-key", b"x", px=50)  # not a hold: ignored
+        limit = time.monotonic() + 10
+        while not seen and time.monotonic() < limit:
+            rt.redis.exists(holds.key(booking, deadline))  # an access makes Redis expire it now
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        watcher.join(5)
+    [event] = seen
+    assert event.data.booking_id == booking
+    assert event.data.hold_expires_at == deadline
+    assert event.data.detected_by == "watcher"
+    assert event.id == holds.expiry_event(booking, deadline, "sweeper").id
+    assert event.source == hold_expiry_watcher.SOURCE
