@@ -146,29 +146,39 @@ def _register(target: str, function: CloudEventFunction) -> CloudEventFunction:
     return functions_framework.cloud_event(function)  # type: ignore[no-any-return]
 
 
+def _triggered(triggers: tuple[type[Event], ...], ordering: Ordering, target: str,
+               run: Callable[[Envelope[Event]], None], handler: Any) -> CloudEventFunction:
+    """The CloudEvents function around `run`: decode, refuse what it does not handle, answer."""
+    if not triggers:
+        raise ValueError(f"{target} needs at least one event type")
+    accepted = {t.cloudevent_type() for t in triggers}
+
+    def function(cloud_event: CloudEvent) -> None:
+        def work() -> None:
+            envelope = from_cloudevent(cloud_event)
+            if envelope.type not in accepted:
+                raise PoisonEvent(f"{target} does not handle {envelope.type}")
+            run(envelope)
+
+        _answer(target, work)
+
+    register_reaction(Reaction(target, tuple(t.topic for t in triggers), None, ordering))
+    wrapped = _register(target, function)
+    wrapped.handler = handler  # type: ignore[attr-defined]
+    return wrapped
+
+
 def reaction(*triggers: type[Event], ordering: Ordering = "ordered"
              ) -> Callable[[Callable[[Any, UnitOfWork], Emitted]], CloudEventFunction]:
     """Declare a function that reacts to the given event types (one Kafka topic each)."""
-    if not triggers:
-        raise ValueError("a reaction needs at least one event type")
-    accepted = {t.cloudevent_type(): t for t in triggers}
 
     def decorate(handler: Callable[[Any, UnitOfWork], Emitted]) -> CloudEventFunction:
         target = handler.__name__
 
-        def function(cloud_event: CloudEvent) -> None:
-            def work() -> None:
-                envelope = from_cloudevent(cloud_event)
-                if envelope.type not in accepted:
-                    raise PoisonEvent(f"{target} does not handle {envelope.type}")
-                handle(target, envelope, lambda uow: handler(envelope.data, uow))
+        def run(envelope: Envelope[Event]) -> None:
+            handle(target, envelope, lambda uow: handler(envelope.data, uow))
 
-            _answer(target, work)
-
-        register_reaction(Reaction(target, tuple(t.topic for t in triggers), None, ordering))
-        wrapped = _register(target, function)
-        wrapped.handler = handler  # type: ignore[attr-defined]
-        return wrapped
+        return _triggered(triggers, ordering, target, run, handler)
 
     return decorate
 
@@ -185,26 +195,10 @@ def effect(*triggers: type[Event], ordering: Ordering = "ordered"
     document id, a ledger of sends), since a failed send must leave the event
     deliverable again. It emits nothing.
     """
-    if not triggers:
-        raise ValueError("an effect needs at least one event type")
-    accepted = {t.cloudevent_type() for t in triggers}
 
     def decorate(handler: EffectHandler) -> CloudEventFunction:
-        target = handler.__name__
-
-        def function(cloud_event: CloudEvent) -> None:
-            def work() -> None:
-                envelope = from_cloudevent(cloud_event)
-                if envelope.type not in accepted:
-                    raise PoisonEvent(f"{target} does not handle {envelope.type}")
-                handler(envelope, runtime())
-
-            _answer(target, work)
-
-        register_reaction(Reaction(target, tuple(t.topic for t in triggers), None, ordering))
-        wrapped = _register(target, function)
-        wrapped.handler = handler  # type: ignore[attr-defined]
-        return wrapped
+        return _triggered(triggers, ordering, handler.__name__,
+                          lambda envelope: handler(envelope, runtime()), handler)
 
     return decorate
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import requests
 from conftest import HOLD_TTL_SECONDS, Marketplace, eventually
-from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
-from test_redelivery import caught_up, read_everything
+from kafka import KafkaAdminClient
+from test_redelivery import caught_up, produce_again, read_everything
 
 from functions.analytics import summary
 from local import consistency
@@ -62,13 +62,7 @@ def test_demo_scenario_and_analytics_agree_with_postgres(marketplace: Marketplac
 
     bootstrap = stack.env["KAFKA_BOOTSTRAP_SERVERS"]
     records = read_everything(bootstrap)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    replayed: dict[TopicPartition, int] = {}
-    for r in records:
-        meta = producer.send(r.topic, key=r.key, value=r.value, headers=r.headers,
-                             partition=r.partition).get(timeout=30)
-        replayed[TopicPartition(meta.topic, meta.partition)] = meta.offset
-    producer.close()
+    replayed = produce_again(bootstrap, records)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     eventually(lambda: caught_up(admin, replayed), timeout=120, what="replay consumed")
     admin.close()

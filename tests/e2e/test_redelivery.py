@@ -36,6 +36,18 @@ def read_everything(bootstrap: str) -> list[Any]:
     return records
 
 
+def produce_again(bootstrap: str, records: list[Any]) -> dict[TopicPartition, int]:
+    """Each record again, same partition, key, value and headers (so the same CloudEvent id)."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    replayed: dict[TopicPartition, int] = {}
+    for r in records:
+        meta = producer.send(r.topic, key=r.key, value=r.value, headers=r.headers,
+                             partition=r.partition).get(timeout=30)
+        replayed[TopicPartition(meta.topic, meta.partition)] = meta.offset
+    producer.close()
+    return replayed
+
+
 def caught_up(admin: KafkaAdminClient, positions: dict[TopicPartition, int]) -> bool:
     """Has every consumer group committed past these offsets on the topics it reads?"""
     reactions, _ = load()
@@ -114,13 +126,7 @@ def test_replaying_every_record_changes_nothing(marketplace: Marketplace) -> Non
     eventually(lambda: caught_up(admin, positions), what="consumers caught up")
     before = snapshot(marketplace)
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    replayed: dict[TopicPartition, int] = {}
-    for r in records:
-        meta = producer.send(r.topic, key=r.key, value=r.value, headers=r.headers,
-                             partition=r.partition).get(timeout=30)
-        replayed[TopicPartition(meta.topic, meta.partition)] = meta.offset
-    producer.close()
+    replayed = produce_again(bootstrap, records)
     assert len(replayed) > 0
     eventually(lambda: caught_up(admin, replayed), timeout=120, what="replay consumed")
     after = snapshot(marketplace)
