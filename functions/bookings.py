@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import flask
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from shared import payments
+from shared import holds, payments
 from shared.db import Row
 from shared.events import BookingCancelled, BookingRequested, PaymentFailed, PaymentSucceeded
 from shared.http import (
@@ -210,6 +210,7 @@ def cancel(request: Request) -> object:
         booking = own_booking(uow, request.params["booking_id"], request.user, "FOR UPDATE")
         if booking["status"] not in {"PENDING", "AWAITING_PAYMENT"}:
             raise conflict(f"the booking is {booking['status']} and can no longer be cancelled")
+        holds.close_hold(uow.redis, booking["booking_id"], booking["hold_expires_at"])
         uow.tx.execute(
             "UPDATE bookings SET status = 'CANCELLED', reason = 'user_cancelled',"
             " updated_at = now() WHERE booking_id = :b", b=booking["booking_id"],

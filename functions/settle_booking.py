@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared import holds
 from shared.events import (
     BookingCancelled,
     BookingConfirmed,
@@ -15,13 +16,15 @@ from shared.runtime import Emitted, UnitOfWork, reaction
 @reaction(PaymentSucceeded, PaymentFailed)
 def settle_booking(event: PaymentSucceeded | PaymentFailed, uow: UnitOfWork) -> Emitted:
     booking = uow.tx.one(
-        "SELECT booking_id, user_id, course_id, ticket_id, status FROM bookings"
+        "SELECT booking_id, user_id, course_id, ticket_id, status, hold_expires_at FROM bookings"
         " WHERE booking_id = :b FOR UPDATE",
         b=event.booking_id,
     )
     if booking is None:
         return None
     waiting = booking["status"] == "AWAITING_PAYMENT"
+    if waiting:  # confirmed or cancelled below: the hold is over either way
+        holds.close_hold(uow.redis, event.booking_id, booking["hold_expires_at"])
 
     if isinstance(event, PaymentFailed):
         if not waiting:

@@ -50,6 +50,12 @@ def open_hold(redis: Any, booking_id: uuid.UUID, expires_at: datetime, now: date
     redis.set(key(booking_id, expires_at), b"1", px=ttl_ms)
 
 
+def close_hold(redis: Any, booking_id: uuid.UUID, expires_at: datetime | None) -> None:
+    """Forget a hold whose booking ended otherwise, so its expiry is not even announced."""
+    if expires_at is not None:
+        redis.delete(key(booking_id, expires_at))
+
+
 def expiry_event(booking_id: uuid.UUID, expires_at: datetime,
                  detected_by: Literal["watcher", "sweeper"], source: str = ""
                  ) -> Envelope[ReservationExpired]:

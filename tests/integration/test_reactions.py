@@ -308,3 +308,14 @@ def test_sweeper_leaves_running_holds_alone(rt: Runtime) -> None:
     awaiting_payment(rt, expires_in=timedelta(minutes=1))
     assert post("sweep_expired_holds", fixture("ping")).status_code == 200
     assert outbox(rt, "reservation.expired") == []
+
+
+def test_a_settled_booking_forgets_its_hold_key(rt: Runtime) -> None:
+    awaiting_payment(rt)
+    deadline = booking(rt)["hold_expires_at"]
+    assert isinstance(deadline, datetime)
+    holds.open_hold(rt.redis, BOOKING, deadline, datetime.now(UTC))
+    paid(rt)
+    assert rt.redis.exists(holds.key(BOOKING, deadline))
+    assert post("settle_booking", fixture("payment.succeeded")).status_code == 200
+    assert not rt.redis.exists(holds.key(BOOKING, deadline))
