@@ -117,8 +117,9 @@ class KafkaSourceEmulator:
             max_poll_interval_ms=10000,
             session_timeout_ms=6000,
             heartbeat_interval_ms=1000,
-            # A reaction waits for its trigger: do not let an idle fetch add half a second.
-            fetch_max_wait_ms=20,
+            # The broker answers a fetch as soon as a record arrives; a short wait only
+            # makes 13 idle consumers poll it in a loop (measured: 1.3 cores at idle).
+            fetch_max_wait_ms=500,
         )
         consumer.subscribe(list(reaction.topics))
         self._ready[reaction.target] = threading.Event()
