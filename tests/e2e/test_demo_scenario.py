@@ -11,7 +11,7 @@ from typing import Any
 
 import requests
 from conftest import HOLD_TTL_SECONDS, Marketplace, eventually
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, TopicPartition
 from test_redelivery import caught_up, produce_again, read_everything
 
 from functions.analytics import summary
@@ -57,13 +57,17 @@ def test_demo_scenario_and_analytics_agree_with_postgres(marketplace: Marketplac
     course = before["courses"][scenario.course_id]
     assert course["bookings_by_status"] == {"CONFIRMED": 1, "CANCELLED": 1, "EXPIRED": 3,
                                             "REJECTED": 2, "IN_PROGRESS": 0}
+    bootstrap = stack.env["KAFKA_BOOTSTRAP_SERVERS"]
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    records = read_everything(bootstrap)
+    # every function has handled every record (the last emails included) before we count
+    eventually(lambda: caught_up(admin, {TopicPartition(r.topic, r.partition): r.offset
+                                         for r in records}),
+               timeout=60, what="every record handled")
     sent = eventually(lambda: messages(marketplace),
                       lambda m: all(n["status"] != "SENDING" for n in m["stored"]))
 
-    bootstrap = stack.env["KAFKA_BOOTSTRAP_SERVERS"]
-    records = read_everything(bootstrap)
     replayed = produce_again(bootstrap, records)
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     eventually(lambda: caught_up(admin, replayed), timeout=120, what="replay consumed")
     admin.close()
 
