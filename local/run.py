@@ -9,13 +9,11 @@ import argparse
 import logging
 import os
 import shutil
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 
 from local import seed
+from local.shutdown import stop_on_signals, wait_for_stop
 from local.stack import Stack, StackConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,13 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("kafka").setLevel(logging.ERROR)  # its event-loop timing chatter
 
     shutil.rmtree(args.workdir, ignore_errors=True)  # embedded state is fresh each run
-    done = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop_on_signals()
 
     print("Starting the marketplace...", flush=True)
     stack = Stack(StackConfig(workdir=args.workdir, port=args.port))
@@ -62,7 +54,9 @@ Marketplace is up.
   logs          {args.workdir}
 Ctrl-C stops everything.
 """, flush=True)
-        done.wait()
+        wait_for_stop()
+    except KeyboardInterrupt:
+        pass  # stopped while starting
     finally:
         print("Stopping...", flush=True)
         logging.getLogger("kafka").setLevel(logging.CRITICAL)  # sockets closing under it

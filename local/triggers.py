@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import threading
 import uuid
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ import requests
 
 from functions import hold_expiry_watcher
 from local.kafkasource import KafkaSourceEmulator
+from local.shutdown import stop_on_signals, wait_for_stop
 from shared.config import Settings
 from shared.routing import Reaction, load
 
@@ -109,14 +109,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)  # its event-loop timing chatter
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
+    stop_on_signals()
     triggers = Triggers(Settings.from_env(), args.reactions_url)
-    triggers.start()
-    log.info("triggers running for %s", args.reactions_url)
-    done.wait()
-    triggers.stop()
+    try:
+        triggers.start()
+        log.info("triggers running for %s", args.reactions_url)
+        wait_for_stop()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        triggers.stop()
 
 
 if __name__ == "__main__":
