@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         admin_id, password = seed.seed_admin(stack.runtime, admin_email,
                                              os.environ.get("ADMIN_PASSWORD"))
         course = seed.seed_demo_course(stack.runtime, admin_id)
+        if password:  # for scripts (the README's tour): readable by this user only
+            secret = args.workdir / "admin-password"
+            secret.touch(mode=0o600)
+            secret.write_text(password)
         embedded = ", ".join(s.name for s in stack.servers) or "none"
         print(f"""
 Marketplace is up.
