@@ -11,7 +11,7 @@ from typing import Any
 import flask
 
 from shared.db import Row
-from shared.http import Api, Page, PageQuery, Request, endpoint, page_of
+from shared.http import Api, Page, PageQuery, Request, endpoint, page_of, select_page
 from shared.runtime import unit_of_work
 
 api = Api()
@@ -41,15 +41,10 @@ def notification_view(row: Row) -> dict[str, Any]:
 def list_mine(request: Request) -> object:
     """The notifications sent (or tried) to the caller, newest first."""
     query: PageQuery = request.query
-    page, size = query.page, query.size
     with unit_of_work(SOURCE) as uow:
-        total = uow.tx.scalar("SELECT count(*) FROM notifications WHERE user_id = :u",
-                              u=request.user.user_id)
-        rows = uow.tx.all(
-            "SELECT * FROM notifications WHERE user_id = :u"
-            " ORDER BY created_at DESC, notification_id LIMIT :size OFFSET :skip",
-            u=request.user.user_id, size=size, skip=(page - 1) * size,
-        )
+        rows, total = select_page(uow.tx, "notifications", ["user_id = :u"],
+                                  {"u": request.user.user_id},
+                                  "created_at DESC, notification_id", query)
     return page_of([notification_view(r) for r in rows], query, total)
 
 

@@ -208,7 +208,7 @@ def sending(db: Database) -> int:
         return int(tx.scalar("SELECT count(*) FROM notifications WHERE status = 'SENDING'"))
 
 
-def timeline(es: Any, db: Database, aws_url: str, since: str | None = None) -> list[str]:
+def timeline(es: Any, db: Database, aws_url: str) -> list[str]:
     """Events from the analytics index and messages from the AWS endpoint, in time order."""
     es.indices.refresh(index=search.INDEX)
     hits = es.search(index=search.INDEX, size=1000, sort=[{"time": "asc"}],

@@ -37,9 +37,7 @@ IMAGE = "marketplace"  # the overlays' `images:` turn this into registry/name:ta
 KAFKA_IMAGE = "apache/kafka:3.9.1"  # only for kafka-topics.sh in the topics Job
 PORT = 8080
 CONFIG = "marketplace-config"  # ConfigMap: everything that is not a secret
-SECRET = "marketplace-secrets"  # Secret, created by the operator (docs/running-on-knative.md)
-SECRET_KEYS = ("DATABASE_URL", "REDIS_URL", "ELASTICSEARCH_URL", "JWT_SECRET", "ADMIN_PASSWORD",
-               "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+SECRET = "marketplace-secrets"  # created by the operator (README, "Running on Knative")
 BASE_BOOTSTRAP = ("kafka-bootstrap.kafka.svc:9092",)
 
 # One gunicorn worker with THREADS threads serves exactly containerConcurrency
@@ -285,7 +283,7 @@ def config_map() -> Doc:
             "ELASTICSEARCH_SERVER_MODE": "stack",
             "AWS_REGION": "us-east-1",
             "HOLD_TTL_SECONDS": "600",
-            # A PingSource fires at most once a minute; see docs/running-on-knative.md.
+            # A PingSource fires at most once a minute; see the README, "Running on Knative".
             "SWEEP_INTERVAL_SECONDS": "60",
         },
     }

@@ -59,7 +59,6 @@ class Stack:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.triggers: Triggers | None = None
         self.env: dict[str, str] = {}
-        self.settings: Settings | None = None
         self.runtime: Runtime | None = None
         self.reactions_url = ""
         self.api_url = f"http://127.0.0.1:{config.port}"
@@ -103,7 +102,7 @@ class Stack:
         env["PORT"] = str(cfg.port)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.env = env
-        settings = self.settings = Settings.from_env(env)
+        settings = Settings.from_env(env)
         embedded.create_topics(env["KAFKA_BOOTSTRAP_SERVERS"],
                                [*REGISTRY, DEAD_LETTER_TOPIC], PARTITIONS)
         # Migrations are applied here, once, before the function processes start.

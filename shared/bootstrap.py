@@ -61,7 +61,9 @@ def build(cfg: Settings | None = None, publish: bool = True) -> Runtime:
         if publish and cfg.kafka_bootstrap_servers
         else None
     )
-    client: Any = redis.Redis.from_url(cfg.redis_url or "redis://127.0.0.1:6379/0")
+    if not cfg.redis_url:
+        raise RuntimeError("REDIS_URL is not set (make run and the tests set it for you)")
+    client: Any = redis.Redis.from_url(cfg.redis_url)
     return Runtime(cfg, db, client, publisher)
 
 

@@ -22,7 +22,7 @@ from string import Template
 from typing import Any, Literal
 from uuid import UUID
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from shared import aws
 from shared.db import Row, Tx
@@ -169,10 +169,14 @@ def _account(tx: Tx, user_id: UUID) -> Row | None:
                   u=user_id)
 
 
-def _course(tx: Tx, course_id: UUID) -> Row:
-    return tx.one("SELECT title, starts_at, price_cents, currency FROM courses"
-                  " WHERE course_id = :c", c=course_id) or {
-        "title": "your course", "starts_at": None, "price_cents": None, "currency": None}
+_UNKNOWN_COURSE: Row = {"title": "your course", "starts_at": None}
+
+
+def _course(tx: Tx, course_id: UUID | None) -> Row:
+    if course_id is None:
+        return _UNKNOWN_COURSE
+    return tx.one("SELECT title, starts_at FROM courses WHERE course_id = :c",
+                  c=course_id) or _UNKNOWN_COURSE
 
 
 def _email(account: Row, template: str, facts: dict[str, str]) -> Message:
@@ -184,10 +188,9 @@ def _email(account: Row, template: str, facts: dict[str, str]) -> Message:
 def compose(event: Event, tx: Tx) -> tuple[list[Message], str | None]:
     """The messages an event calls for, and why there are none when the recipient is unknown."""
     if isinstance(event, UserRegistered):
-        account: Row | None = {"user_id": event.user_id, "email": event.email,
-                               "full_name": event.full_name, "phone": event.phone}
-        assert account is not None
-        return [_email(account, "welcome", {})], None
+        registered = {"user_id": event.user_id, "email": event.email,
+                      "full_name": event.full_name, "phone": event.phone}
+        return [_email(registered, "welcome", {})], None
     if isinstance(event, CoursePublished):
         author = _account(tx, event.author_id)
         if author is None:
@@ -204,7 +207,7 @@ def compose(event: Event, tx: Tx) -> tuple[list[Message], str | None]:
     account = _account(tx, user_id) if user_id else None
     if account is None:
         return [], f"no account for user {user_id}"
-    course = _course(tx, course_id) if course_id else _course(tx, UUID(int=0))
+    course = _course(tx, course_id)
     facts = {"booking_id": str(event.booking_id), "title": course["title"],  # type: ignore[attr-defined]
              "starts_at": when(course["starts_at"]),
              "amount": money(getattr(event, "amount_cents", None) or (booking or {}).get(
@@ -254,8 +257,7 @@ def classify(exc: Exception) -> ProviderError:
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500))
         transient = code in TRANSIENT_CODES or status >= 500
         return ProviderError(f"{code}: {error.get('Message', '')}", transient)
-    if isinstance(exc, BotoCoreError):  # connection refused, timeouts
-        return ProviderError(f"{type(exc).__name__}: {exc}", True)
+    # BotoCoreError (connection refused, timeouts) and anything unexpected: try again later
     return ProviderError(f"{type(exc).__name__}: {exc}", True)
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import flask
 import functions_framework
@@ -34,12 +34,9 @@ from shared.routing import Ordering, Reaction, register_reaction
 log = logging.getLogger("marketplace.runtime")
 
 Emitted = Event | Envelope[Any] | Iterable[Event | Envelope[Any]] | None
-E = TypeVar("E", bound=Event)
-Handler = Callable[[E, "UnitOfWork"], Emitted]
 ScheduledHandler = Callable[["UnitOfWork"], Emitted]
 CloudEventFunction = Callable[[CloudEvent], None]
 
-PING_TYPE = "dev.knative.sources.ping"
 DB_ATTEMPTS = 4
 
 

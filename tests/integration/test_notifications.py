@@ -38,7 +38,6 @@ from shared.events import (
 )
 
 TARGET = "send_notifications"
-PHONE = "+15555550123"
 TICKET = uuid.UUID("d0000000-0000-4000-8000-000000000001")
 PAYMENT = uuid.UUID("e0000000-0000-4000-8000-000000000001")
 
