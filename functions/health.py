@@ -1,9 +1,20 @@
-"""The HTTP function behind /healthz: is each backing service answering?"""
+"""The HTTP function behind /healthz: is everything up, and may a client start now?
+
+200 means usable: every backing service answers and, under `make run`,
+everything the banner promises exists (the local stack names what is still
+starting in the file `MARKETPLACE_STARTUP_FILE`; in a cluster there is no such
+file). Otherwise 503, a problem saying what is still starting or down, so a
+script, a compose health check or a probe that waits for 200 never races the
+stack.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
@@ -11,14 +22,14 @@ import flask
 from pydantic import BaseModel
 
 from shared.bootstrap import runtime
-from shared.http import Api, Request, endpoint
+from shared.http import Api, Problem, Request, endpoint
 
 api = Api()
 TIMEOUT = 2.0
 
 
 class Health(BaseModel):
-    status: Literal["ok", "degraded"]
+    status: Literal["ok"]
     components: dict[str, str]
 
 
@@ -42,9 +53,21 @@ def _http_url(url: str) -> Callable[[], object]:
     return lambda: _tcp(f"{parsed.hostname}:{port}")
 
 
+def still_starting() -> list[str]:
+    """What the local stack has not finished starting; nothing outside `make run`."""
+    path = os.environ.get("MARKETPLACE_STARTUP_FILE")
+    if not path:
+        return []
+    try:
+        return [str(part) for part in json.loads(Path(path).read_text())["starting"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ["the local stack"]
+
+
 @api.route("GET", "/healthz", response=Health, errors=(503,))
 def healthz(request: Request) -> object:
-    """Each backing service: `up`, `down: why`, or `not_configured`; 503 when one is down."""
+    """Each backing service `up`, `down: why` or `not_configured`; 503 until all is usable."""
+    starting = still_starting()
     rt = runtime()
     cfg = rt.settings
 
@@ -62,9 +85,15 @@ def healthz(request: Request) -> object:
         "aws": _check(_http_url(cfg.aws_endpoint_url)) if cfg.aws_endpoint_url
         else "not_configured",
     }
-    healthy = all(state in {"up", "not_configured"} for state in components.values())
-    answer = Health(status="ok" if healthy else "degraded", components=components)
-    return (200 if healthy else 503), answer
+    down = [name for name, state in components.items() if state not in {"up", "not_configured"}]
+    if starting:
+        raise Problem(503, "Starting", f"still starting: {', '.join(starting)}",
+                      headers={"Retry-After": "1"},
+                      extensions={"starting": starting, "components": components})
+    if down:
+        raise Problem(503, "Unavailable", f"down: {', '.join(down)}",
+                      extensions={"components": components})
+    return Health(status="ok", components=components)
 
 
 @endpoint("/healthz")

