@@ -54,8 +54,13 @@ def watch(redis_url: str, publish: Publish, stop: threading.Event,
                 if message is None:
                     continue
                 parsed = holds.parse_key(message["data"].decode())
-                if parsed is not None:
+                if parsed is None:
+                    continue
+                try:
                     publish(holds.expiry_event(*parsed, "watcher", SOURCE))
+                except Exception:  # the broker is away: the sweeper finds this hold
+                    log.warning("could not publish the expiry of %s; the sweeper will",
+                                parsed[0], exc_info=True)
         except (redis.ConnectionError, OSError):
             log.warning("lost the Redis connection; reconnecting", exc_info=True)
             stop.wait(1.0)

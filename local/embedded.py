@@ -83,7 +83,29 @@ class EmbeddedServer:
     log_path: Path | None = None
     tmpdir: Path | None = field(default=None, repr=False)
     stop_signal: int = field(default=signal.SIGTERM, repr=False)
+    spawn: Callable[[], subprocess.Popen[bytes]] | None = field(default=None, repr=False)
+    probe: Callable[[], bool] | None = field(default=None, repr=False)
     _stopped: bool = field(default=False, init=False, repr=False)
+
+    def restart(self) -> None:
+        """Stop the server as `stop()` would and start it again on the same data and port.
+
+        For the fault-injection run: PostgreSQL comes back with its data (a
+        fast shutdown), Redis comes back empty (it keeps nothing on disk).
+        """
+        assert self.process is not None and self.spawn is not None and self.probe is not None
+        self._end(self.process)
+        self.process = self.spawn()
+        _wait_ready(self, self.probe)
+
+    def freeze(self) -> None:
+        """SIGSTOP: the server holds its connections and answers nothing, as a hung host."""
+        assert self.process is not None
+        _signal_group(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        _signal_group(self.process.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         """Stop the server and its children, then remove its private temp dir.
@@ -96,10 +118,16 @@ class EmbeddedServer:
         self._stopped = True
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
-        proc = self.process
-        if proc is not None and proc.poll() is None:
+        if self.process is not None:
+            self._end(self.process)
+        if self.tmpdir is not None:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    def _end(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
             # start_new_session made the server a process-group leader, so
             # signalling the group also reaches children (postgres backends).
+            _signal_group(proc.pid, signal.SIGCONT)  # a frozen server cannot stop
             _signal_group(proc.pid, self.stop_signal)
             try:
                 proc.wait(_STOP_GRACE_S)
@@ -107,10 +135,7 @@ class EmbeddedServer:
                 _signal_group(proc.pid, signal.SIGKILL)
                 proc.wait(_STOP_GRACE_S)
         # Stragglers (e.g. a postgres backend) in the group must die too.
-        if proc is not None:
-            _signal_group(proc.pid, signal.SIGKILL)
-        if self.tmpdir is not None:
-            shutil.rmtree(self.tmpdir, ignore_errors=True)
+        _signal_group(proc.pid, signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------
@@ -410,9 +435,10 @@ def _launch(
     cwd: Path | None = None,
 ) -> EmbeddedServer:
     """Spawn ``argv`` in its own session, logging to ``log_path``, tied to our lifetime."""
-    try:
+
+    def spawn() -> subprocess.Popen[bytes]:
         with log_path.open("ab") as log:
-            proc = subprocess.Popen(
+            return subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -425,6 +451,9 @@ def _launch(
                 group=group,
                 extra_groups=[] if user is not None else None,
             )
+
+    try:
+        proc = spawn()
     except OSError as exc:
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
@@ -438,6 +467,7 @@ def _launch(
         log_path=log_path,
         tmpdir=tmpdir,
         stop_signal=stop_signal,
+        spawn=spawn,
     )
     atexit.register(server.stop)
     return server
@@ -446,6 +476,7 @@ def _launch(
 def _wait_ready(server: EmbeddedServer, probe: Callable[[], bool]) -> None:
     """Poll ``probe`` until it succeeds; on exit or timeout stop the server and raise."""
     assert server.process is not None
+    server.probe = probe
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     last_error: BaseException | None = None
     while True:

@@ -20,6 +20,7 @@ from typing import Any
 from functions_framework import create_app
 from functions_framework._http.gunicorn import GunicornApplication
 
+from local import faults
 from shared.routing import FUNCTION_SOURCE, load
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", "16")))
     args = parser.parse_args(argv)
     app = api_app() if args.role == "api" else reactions_app()
+    app = faults.wrap(app)  # only under `make chaos`
     GunicornApplication(  # type: ignore[no-untyped-call]
         app, args.host, args.port, False, threads=args.threads, accesslog=None
     ).run()

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 import requests
 from kafka import KafkaConsumer, KafkaProducer  # type: ignore[import-untyped,unused-ignore]
@@ -40,6 +40,7 @@ _ERROR_DATA_LIMIT = 1024  # Knative truncates knativeerrordata to this many byte
 _POLL_MS = 200  # also bounds how long stop() waits for an idle consumer
 _SOURCE_PREFIX = "/apis/v1/namespaces/local/kafkasources/"  # namespace: "local"
 _Headers = list[tuple[str, bytes]]
+BackoffPolicy = Literal["linear", "exponential"]
 
 
 @dataclass
@@ -64,8 +65,9 @@ class KafkaSourceEmulator:
         reactions: Iterable[Reaction],
         sink_url: Callable[[Reaction], str],
         dead_letter_topic: str = DEAD_LETTER_TOPIC,
-        retry: int = 5,
-        backoff_delay: float = 0.2,
+        retry: int = 20,
+        backoff_policy: BackoffPolicy = "linear",
+        backoff_delay: float = 1.0,
         timeout: float = 30.0,
         max_poll_records: int = 50,
     ) -> None:
@@ -75,6 +77,7 @@ class KafkaSourceEmulator:
         self._sink_url = sink_url
         self._dead_letter_topic = dead_letter_topic
         self._retry = retry
+        self._backoff_policy = backoff_policy
         self._backoff_delay = backoff_delay
         self._timeout = timeout
         self._max_poll_records = max_poll_records
@@ -241,9 +244,15 @@ class KafkaSourceEmulator:
                 self._dead_letter(reaction, record, headers, url, code, data, why)
                 return
             self._count(reaction, "retried")
-            if self._stopping.wait(self._backoff_delay * 2**attempt):
-                raise _Stopped
             attempt += 1
+            if self._stopping.wait(self.backoff(attempt)):
+                raise _Stopped
+
+    def backoff(self, retry: int) -> float:
+        """Seconds before retry number `retry` (from 1), as Knative computes them."""
+        if self._backoff_policy == "linear":
+            return self._backoff_delay * retry
+        return float(self._backoff_delay * 2 ** (retry - 1))
 
     def _post(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
         """Status and body of one attempt; 0 means a connection error or timeout."""

@@ -45,8 +45,13 @@ BASE_BOOTSTRAP = ("kafka-bootstrap.kafka.svc:9092",)
 THREADS = 8
 SERVICE_TIMEOUT_SECONDS = 60
 # The KafkaSource's delivery; the local emulator's defaults are the same (a test checks).
-RETRY = 5
-BACKOFF_DELAY = "PT0.2S"
+# Linear back-off, 1 s more each time, 20 times: a failing delivery is retried for
+# 210 s (1 + 2 + ... + 20) before it is dead-lettered, so a crash-looping pod, a cold
+# start, a database fail-over or a broker restart is ridden out, while a function back
+# after a short fault is found again within seconds (the waits grow slowly).
+RETRY = 20
+BACKOFF_POLICY = "linear"
+BACKOFF_DELAY = "PT1S"
 DELIVERY_TIMEOUT = "PT30S"  # < SERVICE_TIMEOUT_SECONDS: Knative gives up before the pod does
 
 DEAD_LETTER_SINK = "marketplace-dead-letter"
@@ -183,7 +188,7 @@ def kafka_source(reaction: Reaction) -> Doc:
             "initialOffset": "earliest",
             "ordering": reaction.ordering,
             "delivery": {
-                "retry": RETRY, "backoffPolicy": "exponential", "backoffDelay": BACKOFF_DELAY,
+                "retry": RETRY, "backoffPolicy": BACKOFF_POLICY, "backoffDelay": BACKOFF_DELAY,
                 "timeout": DELIVERY_TIMEOUT,
                 "deadLetterSink": {"ref": {"apiVersion": KAFKA_SINK_API, "kind": "KafkaSink",
                                            "name": DEAD_LETTER_SINK}},

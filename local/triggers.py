@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import threading
 import uuid
 from datetime import UTC, datetime
@@ -32,6 +33,8 @@ from shared.routing import Reaction, load
 
 log = logging.getLogger("marketplace.triggers")
 RELAY_INTERVAL_SECONDS = 1.0
+# A shorter delivery timeout than the cluster's 30 s, for the fault-injection run.
+DELIVERY_TIMEOUT_VARIABLE = "MARKETPLACE_DELIVERY_TIMEOUT_SECONDS"
 
 
 def kafka_triggered(reactions: list[Reaction]) -> list[Reaction]:
@@ -58,8 +61,10 @@ class Triggers:
 
     def start(self, ready_timeout: float = 60.0) -> None:
         reactions, _ = load()
+        timeout = float(os.environ.get(DELIVERY_TIMEOUT_VARIABLE) or 30.0)
         self.emulator = KafkaSourceEmulator(
-            self.settings.kafka_bootstrap_servers, kafka_triggered(reactions), sink_url=self.url)
+            self.settings.kafka_bootstrap_servers, kafka_triggered(reactions), sink_url=self.url,
+            timeout=timeout)
         self.emulator.start()
         for reaction in scheduled(reactions):
             every = (RELAY_INTERVAL_SECONDS if reaction.target == "relay_outbox"

@@ -22,6 +22,8 @@ from pg8000.exceptions import DatabaseError, InterfaceError
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Transient conflicts PostgreSQL asks the client to retry.
 RETRYABLE_SQLSTATES = {"40001", "40P01"}
+# The server going away: shut down (fast or crash), starting up, or the link broken.
+LOST_SQLSTATES = {"57P01", "57P02", "57P03"}
 
 Row = dict[str, Any]
 
@@ -54,8 +56,15 @@ def sqlstate(exc: BaseException) -> str:
     return ""
 
 
+def is_connection_lost(exc: BaseException) -> bool:
+    """The connection (or the server) is gone, not the statement wrong: worth a new one."""
+    code = sqlstate(exc)
+    return (isinstance(exc, (InterfaceError, OSError)) or code in LOST_SQLSTATES
+            or code.startswith("08"))
+
+
 def is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, InterfaceError) or sqlstate(exc) in RETRYABLE_SQLSTATES
+    return is_connection_lost(exc) or sqlstate(exc) in RETRYABLE_SQLSTATES
 
 
 class Tx:
@@ -104,6 +113,12 @@ class Database:
             try:
                 yield con
                 healthy = True
+            except BaseException as exc:
+                if is_connection_lost(exc):
+                    # The server restarted or failed over: the idle connections
+                    # went with it, and the next request must not find them.
+                    self.close()
+                raise
             finally:
                 if healthy:
                     self._idle.put(con)
@@ -126,6 +141,7 @@ class Database:
             con.run("COMMIT")
 
     def close(self) -> None:
+        """Close the idle connections (those in use are closed when they come back broken)."""
         while True:
             try:
                 _close_quietly(self._idle.get_nowait())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, cast
@@ -30,12 +31,21 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
 from shared import tokens
-from shared.db import Row, Tx
+from shared.db import Row, Tx, is_connection_lost
 from shared.routing import Endpoint, register_endpoint
 
 log = logging.getLogger("marketplace.http")
 
 PROBLEM_JSON = "application/problem+json"
+
+
+def is_outage(exc: BaseException) -> bool:
+    """A database or Redis restart or fail-over, not a bug: worth trying again soon."""
+    if is_connection_lost(exc):
+        return True
+    redis_errors = sys.modules.get("redis.exceptions")  # no import: no Redis, no Redis error
+    return redis_errors is not None and isinstance(
+        exc, (redis_errors.ConnectionError, redis_errors.TimeoutError))
 
 
 def _lower_domain(address: str) -> str:
@@ -178,7 +188,12 @@ class Api:
             return self._dispatch(raw)
         except Problem as problem:
             return problem.response()
-        except Exception:
+        except Exception as exc:
+            if is_outage(exc):
+                log.warning("%s %s: a backing service is unreachable: %s", raw.method,
+                            raw.path, exc)
+                return Problem(503, "Unavailable", "a backing service is unreachable; try again",
+                               headers={"Retry-After": "1"}).response()
             log.exception("%s %s failed", raw.method, raw.path)
             return Problem(500, "Internal Server Error", "the request could not be completed"
                            ).response()

@@ -37,7 +37,7 @@ Emitted = Event | Envelope[Any] | Iterable[Event | Envelope[Any]] | None
 ScheduledHandler = Callable[["UnitOfWork"], Emitted]
 CloudEventFunction = Callable[[CloudEvent], None]
 
-DB_ATTEMPTS = 4
+DB_ATTEMPTS = 6  # 0.04 + 0.08 + ... + 0.64 s: rides out a fast PostgreSQL restart
 
 
 class TransientError(RuntimeError):
@@ -102,7 +102,7 @@ def with_db_retries(work: Callable[[], None]) -> None:
         except Exception as exc:
             if attempt == DB_ATTEMPTS or not is_retryable(exc):
                 raise
-            time.sleep(0.02 * 2**attempt)
+            time.sleep(min(0.02 * 2**attempt, 1.0))
 
 
 def handle(target: str, envelope: Envelope[Any],

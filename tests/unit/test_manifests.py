@@ -314,8 +314,8 @@ def test_cluster_delivery_is_the_local_emulators() -> None:
     for source in by_kind("KafkaSource").values():
         delivery = source["spec"]["delivery"]
         assert delivery["retry"] == defaults["retry"].default
-        assert delivery["backoffPolicy"] == "exponential"
-        assert delivery["backoffDelay"] == f"PT{defaults['backoff_delay'].default}S"
+        assert delivery["backoffPolicy"] == defaults["backoff_policy"].default
+        assert delivery["backoffDelay"] == f"PT{defaults['backoff_delay'].default:g}S"
         assert delivery["timeout"] == f"PT{defaults['timeout'].default:g}S"
         assert delivery["deadLetterSink"]["ref"]["name"] == manifests.DEAD_LETTER_SINK
         assert source["spec"]["initialOffset"] == "earliest"
