@@ -9,9 +9,10 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import flask
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from shared import holds, payments
+from shared import changes, holds, payments
+from shared.bootstrap import runtime
 from shared.db import Row
 from shared.events import BookingCancelled, BookingRequested, PaymentFailed, PaymentSucceeded
 from shared.http import (
@@ -45,6 +46,8 @@ class Payment(BaseModel):
 
 
 Status = Literal["PENDING", "AWAITING_PAYMENT", "CONFIRMED", "REJECTED", "CANCELLED", "EXPIRED"]
+FINAL: frozenset[str] = frozenset({"CONFIRMED", "REJECTED", "CANCELLED", "EXPIRED"})
+DEFAULT_WAIT_SECONDS = 10
 
 
 class Booking(BaseModel):
@@ -70,6 +73,17 @@ class PaymentAccepted(BaseModel):
     booking_id: uuid.UUID
     payment_id: uuid.UUID
     status: Literal["PROCESSING"]
+
+
+class WaitQuery(BaseModel):
+    """A long-poll instead of a polling loop: answer once the booking is in `wait_for`."""
+
+    model_config = ConfigDict(extra="forbid")
+    wait_for: Status | None = Field(None, description=(
+        "answer as soon as the booking is in this status or a final one"
+        " (CONFIRMED, REJECTED, CANCELLED, EXPIRED)"))
+    timeout: int = Field(DEFAULT_WAIT_SECONDS, ge=1, le=30, description=(
+        "with wait_for: answer with the current state after this many seconds"))
 
 
 class BookingQuery(PageQuery):
@@ -153,12 +167,32 @@ def list_bookings(request: Request) -> object:
     return page_of([booking_view(r) for r in rows], query, total)
 
 
-@api.route("GET", "/bookings/<uuid:booking_id>", roles=ANYONE_SIGNED_IN, response=Booking,
-           errors=(404,))
+@api.route("GET", "/bookings/<uuid:booking_id>", query=WaitQuery, roles=ANYONE_SIGNED_IN,
+           response=Booking, errors=(404,))
 def get_booking(request: Request) -> object:
-    """One booking, the caller's own (or any, for an admin)."""
-    with unit_of_work(SOURCE) as uow:
-        return booking_view(own_booking(uow, request.params["booking_id"], request.user))
+    """One booking, the caller's own (or any, for an admin); `wait_for` waits for a status.
+
+    The wait holds no database connection: each read is a short transaction,
+    made again when the booking's change is announced (`shared.changes`) and
+    at least every second, in case an announcement was lost.
+    """
+    query: WaitQuery = request.query
+    booking_id: uuid.UUID = request.params["booking_id"]
+    if query.wait_for is None and "timeout" in query.model_fields_set:
+        raise Problem(422, "Validation Failed", "timeout only applies with wait_for",
+                      [{"field": "wait_for", "message": "required when timeout is given"}])
+
+    def read() -> dict[str, Any]:
+        with unit_of_work(SOURCE) as uow:
+            return booking_view(own_booking(uow, booking_id, request.user))
+
+    wanted = query.wait_for
+    if wanted is None:
+        return read()
+    listener = changes.listener(runtime().settings.redis_url)
+    return changes.wait_until(listener, str(booking_id), read,
+                              lambda b: b["status"] == wanted or b["status"] in FINAL,
+                              query.timeout)
 
 
 @api.route("POST", "/bookings/<uuid:booking_id>/payment", body=Payment, roles=ANYONE_SIGNED_IN,

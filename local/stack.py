@@ -54,6 +54,8 @@ class StackConfig:
     hold_ttl_seconds: int | None = None
     sweep_interval_seconds: int | None = None
     threads: int = 16
+    # Each GET ?wait_for= holds an API thread while it waits (not a database connection).
+    api_threads: int = 64
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -131,7 +133,7 @@ class Stack:
         self._supervise("reactions", "local.host", "reactions", "--port", str(reactions_port),
                         "--threads", str(cfg.threads))
         self._supervise("api", "local.host", "api", "--port", str(cfg.port),
-                        "--threads", str(cfg.threads))
+                        "--threads", str(cfg.api_threads))
         self._wait_http(f"{self.reactions_url}/reserve-ticket/", expect_any=True)
         self._wait_http(f"{self.api_url}/healthz", expect_any=True)
         self._still_starting(["KafkaSource consumers", *pending])

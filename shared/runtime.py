@@ -24,7 +24,7 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from shared import outbox
+from shared import changes, outbox
 from shared.bootstrap import Runtime, runtime
 from shared.db import Tx, is_retryable
 from shared.envelope import Envelope, PoisonEvent, from_cloudevent
@@ -86,6 +86,7 @@ def unit_of_work(source: str, rt: Runtime | None = None) -> Iterator[UnitOfWork]
         uow = UnitOfWork(rt, tx, source)
         yield uow
         ids = outbox.write(tx, uow.emitted)
+    changes.announce(rt.redis, (e.subject for e in uow.emitted))  # wakes GET ?wait_for=
     rt.publish(ids)
 
 

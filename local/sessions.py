@@ -1,0 +1,246 @@
+"""One load session: a user books once and plays one behaviour; what it saw and expected.
+
+Used by `local.load`, which schedules sessions; see there for the behaviours.
+A session never raises: whatever goes wrong ends up in its record (`error`),
+so one broken booking cannot hide the others.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from local.apiclient import Answer, ApiClient, FailedAttempt, RequestFailed
+
+FINAL = frozenset({"CONFIRMED", "REJECTED", "CANCELLED", "EXPIRED"})
+LONG_POLL_MAX = 30  # seconds, the API's limit for ?timeout=
+
+# behaviour -> (final status, reason) it must end in
+BEHAVIOURS: dict[str, tuple[str, str | None]] = {
+    "pay": ("CONFIRMED", None),
+    "decline": ("CANCELLED", "payment_failed"),
+    "cancel": ("CANCELLED", "user_cancelled"),
+    "expire": ("EXPIRED", "hold_expired"),
+    "late_pay": ("EXPIRED", "hold_expired"),
+    "retry_post": ("CONFIRMED", None),
+}
+CARDS = {"pay": "pm_card_visa", "retry_post": "pm_card_visa", "decline": "pm_card_chargeDeclined",
+         "late_pay": "pm_card_visa"}
+
+
+class Clock:
+    """Seconds since the epoch, read from a monotonic clock (no jumps within a run)."""
+
+    def __init__(self) -> None:
+        self.wall0 = time.time()
+        self.mono0 = time.monotonic()
+
+    def at(self, monotonic: float) -> float:
+        return self.wall0 + (monotonic - self.mono0)
+
+    def now(self) -> float:
+        return self.at(time.monotonic())
+
+    def monotonic_of(self, epoch: float) -> float:
+        return self.mono0 + (epoch - self.wall0)
+
+
+@dataclass
+class User:
+    email: str
+    password: str
+    user_id: str
+    token: str
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """How long a session waits for each step before it calls the booking stuck."""
+
+    step_timeout: float = 60.0  # request -> held, pay -> final
+    expiry_grace: float = 60.0  # after hold_expires_at, for EXPIRED (sweeper period + slack)
+    late_by: float = 0.5  # late_pay pays this long after hold_expires_at
+
+
+@dataclass
+class SessionRecord:
+    index: int
+    behaviour: str
+    user_id: str
+    course_id: str
+    idempotency_key: str
+    scheduled: float  # when the open loop meant it to start (epoch seconds)
+    requested: float = 0.0  # POST /bookings sent
+    booking_id: str | None = None
+    accepted: float | None = None  # 202 received
+    held: float | None = None  # AWAITING_PAYMENT seen
+    hold_expires_at: float | None = None
+    pay_sent: float | None = None
+    paid: float | None = None  # the payment's answer received (202, or 409 for late_pay)
+    pay_status: int | None = None
+    final: float | None = None  # a final state seen
+    final_status: str | None = None
+    final_reason: str | None = None
+    expected_status: str = ""
+    expected_reason: str | None = None
+    second_booking_id: str | None = None  # retry_post: the second POST's answer
+    error: str | None = None
+    failures: list[FailedAttempt] = field(default_factory=list)
+    cpu_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return (self.error is None and self.final_status == self.expected_status
+                and self.final_reason == self.expected_reason)
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k != "failures"}
+        data["failures"] = [f.to_json() for f in self.failures]
+        data["ok"] = self.ok
+        return data
+
+
+class SessionError(RuntimeError):
+    pass
+
+
+class _Session:
+    def __init__(self, client: ApiClient, settings: SessionSettings, clock: Clock,
+                 user: User, record: SessionRecord) -> None:
+        self.client, self.settings, self.clock = client, settings, clock
+        self.user, self.record = user, record
+
+    def call(self, method: str, path: str, body: Any = None,
+             headers: dict[str, str] | None = None, timeout: float | None = None) -> Answer:
+        """One request as this user; a 401 (token expired) logs in again once."""
+        token = self.user.token
+        answer = self.client.request(method, path, body, token=token, headers=headers,
+                                     timeout=timeout, failures=self.record.failures)
+        if answer.status == 401:
+            _relogin(self.client, self.user, token)
+            answer = self.client.request(method, path, body, token=self.user.token,
+                                         headers=headers, timeout=timeout,
+                                         failures=self.record.failures)
+        return answer
+
+    def post_booking(self) -> str:
+        rec = self.record
+        headers = {"Idempotency-Key": rec.idempotency_key}
+        body = {"course_id": rec.course_id}
+        answer = self.call("POST", "/bookings", body, headers)
+        if answer.status != 202:
+            raise SessionError(f"POST /bookings answered {answer.status}: {answer.body}")
+        booking_id = str(answer.body["booking_id"])
+        rec.booking_id = booking_id
+        if rec.behaviour == "retry_post":
+            again = self.call("POST", "/bookings", body, headers)
+            rec.second_booking_id = str((again.body or {}).get("booking_id"))
+            if again.status != 202 or rec.second_booking_id != booking_id:
+                raise SessionError(f"the retried POST answered {again.status} {again.body}")
+        rec.accepted = self.clock.now()
+        return booking_id
+
+    def wait(self, status: str, deadline: float) -> dict[str, Any]:
+        """Long-poll until `status` or a final state; SessionError at the (monotonic) deadline."""
+        rec, last = self.record, None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SessionError(f"not {status} in time; last seen {last}")
+            wait = max(1, min(LONG_POLL_MAX, math.ceil(remaining)))
+            answer = self.call("GET", f"/bookings/{rec.booking_id}?wait_for={status}"
+                               f"&timeout={wait}", timeout=wait + 15)
+            if answer.status != 200:
+                raise SessionError(f"GET /bookings/{rec.booking_id} answered {answer.status}")
+            booking: dict[str, Any] = answer.body
+            last = booking["status"]
+            if last == status or last in FINAL:
+                if last in FINAL:
+                    rec.final, rec.final_status = self.clock.now(), last
+                    rec.final_reason = booking.get("reason")
+                return booking
+
+    def pay(self, card: str) -> int:
+        rec = self.record
+        rec.pay_sent = self.clock.now()
+        before = len(rec.failures)
+        answer = self.call("POST", f"/bookings/{rec.booking_id}/payment",
+                           {"payment_method": card})
+        rec.paid, rec.pay_status = self.clock.now(), answer.status
+        # A 409 after a lost answer may be our own first attempt having gone through.
+        retried = len(rec.failures) > before
+        if answer.status != 202 and rec.behaviour != "late_pay" and not (
+                answer.status == 409 and retried):
+            raise SessionError(f"payment answered {answer.status}: {answer.body}")
+        return answer.status
+
+    def cancel(self) -> None:
+        before = len(self.record.failures)
+        answer = self.call("POST", f"/bookings/{self.record.booking_id}/cancel")
+        if answer.status != 202 and not (answer.status == 409
+                                          and len(self.record.failures) > before):
+            raise SessionError(f"cancel answered {answer.status}: {answer.body}")
+
+    def play(self) -> None:
+        rec, settings = self.record, self.settings
+        rec.requested = self.clock.now()
+        self.post_booking()
+        held = self.wait("AWAITING_PAYMENT", time.monotonic() + settings.step_timeout)
+        if held["status"] != "AWAITING_PAYMENT":
+            raise SessionError(f"ended {held['status']} ({held.get('reason')}) before the hold")
+        rec.held = self.clock.now()
+        rec.hold_expires_at = datetime.fromisoformat(held["hold_expires_at"]).timestamp()
+        expiry_deadline = (self.clock.monotonic_of(rec.hold_expires_at)
+                           + settings.expiry_grace)
+        behaviour = rec.behaviour
+        if behaviour == "expire":
+            self.wait("EXPIRED", expiry_deadline)
+            return
+        if behaviour == "cancel":
+            self.cancel()
+            self.wait("CANCELLED", time.monotonic() + settings.step_timeout)
+            return
+        if behaviour == "late_pay":
+            # The user's think time is the behaviour itself, not a wait for a condition.
+            time.sleep(max(0.0, self.clock.monotonic_of(rec.hold_expires_at)
+                           + settings.late_by - time.monotonic()))
+            if self.pay(CARDS[behaviour]) != 409:
+                raise SessionError(f"paying after the hold answered {rec.pay_status}, not 409")
+            self.wait("EXPIRED", expiry_deadline)
+            return
+        self.pay(CARDS[behaviour])
+        self.wait(BEHAVIOURS[behaviour][0], time.monotonic() + settings.step_timeout)
+
+
+def play(client: ApiClient, settings: SessionSettings, clock: Clock, index: int,
+         behaviour: str, user: User, course_id: str, scheduled: float) -> SessionRecord:
+    """Run one session to its end; never raises (the record says what went wrong)."""
+    cpu = time.thread_time()
+    expected = BEHAVIOURS[behaviour]
+    record = SessionRecord(index, behaviour, user.user_id, course_id, uuid.uuid4().hex,
+                           scheduled, expected_status=expected[0], expected_reason=expected[1])
+    try:
+        _Session(client, settings, clock, user, record).play()
+    except (SessionError, RequestFailed) as exc:
+        record.error = str(exc)
+    except Exception as exc:  # a malformed answer: recorded, not raised
+        record.error = f"{type(exc).__name__}: {exc}"
+    record.cpu_seconds = time.thread_time() - cpu
+    return record
+
+
+def _relogin(client: ApiClient, user: User, stale: str) -> None:
+    with user.lock:
+        if user.token != stale:
+            return  # another session of this user already did
+        answer = client.request("POST", "/auth/login",
+                                {"email": user.email, "password": user.password})
+        if answer.status != 200:
+            raise SessionError(f"login of {user.email} answered {answer.status}")
+        user.token = str(answer.body["access_token"])
