@@ -1,214 +1,230 @@
-"""`make bench`: book and pay through the HTTP API and print how fast bookings get confirmed.
+"""`make bench`: offer bookings at a rate (open loop) and print how the whole stack copes.
 
-Starts a fresh local stack (or drives one already running, with --url), makes
-a course with enough tickets, registers one user per client, warms up, then
-has C clients each book, wait for the hold, pay with `pm_card_visa` and wait
-for the confirmation, until N bookings are confirmed. Prints confirmed
-bookings per second, the request-to-confirmed latency, and events handled per
-second by each function (from the inbox, which every reaction writes once
-per event).
+    python -m local.bench --rate 20 --duration 60          # one run at 20 bookings/s
+    python -m local.bench --max                            # the highest sustainable rate
+    python -m local.bench --rate 5 --mix pay=90,decline=5,expire=5 --json bench.json
+    python -m local.bench --cold-start ...                 # local.coldstart, not this
 
-    python -m local.bench --bookings 200 --clients 8
-    python -m local.bench --url http://127.0.0.1:8080 --admin-password ... --database-url ...
+Starts a fresh local stack, registers the users, then drives the load of
+`local.load` (clients wait with GET ?wait_for=, never a polling loop). After
+a warm-up it measures a window: confirmed bookings/s; request->held and
+pay->confirmed latency as the clients saw it; calls/s, handler wall and CPU
+time per function (measured by the local hosts, `local.timing`); CPU ms per
+confirmed booking for every process of the stack and the load generator
+(`local.cpu`, from /proc); and the machine's load, with what other processes
+used meanwhile, so a noisy run shows.
+
+`--max` steps the rate up by half with short runs until one is not
+sustainable (confirmations fall behind the offered paying rate by more than
+10%, a p99 passes `--max-p99`, or a session ends otherwise than expected),
+bisects twice between the last good and the first bad rate, then confirms
+the best with a full-length run and measures POST /bookings alone (32
+clients, closed loop).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
+import math
 import os
-import statistics
+import sys
 import tempfile
-import threading
 import time
-import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from local import seed
+from local import load, seed
+from local.benchrun import Bench, Figures
 from local.stack import Stack, StackConfig, free_port
-from shared.db import Database
 
-# Clients poll for the saga's progress; faster polling would load the API more than the saga.
-POLL_SECONDS = 0.025
+ADMIN = ("admin@marketplace.local", "bench-admin-password")
 
 
-@dataclass
-class Sample:
-    requested: float
-    held: float
-    confirmed: float
+def parse_mix(text: str) -> dict[str, float]:
+    """`pay=90,decline=5,expire=5` (weights, any scale)."""
+    mix = {}
+    for part in text.split(","):
+        name, _, weight = part.partition("=")
+        mix[name.strip()] = float(weight or 1)
+    unknown = set(mix) - set(load.BEHAVIOURS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown behaviours {sorted(unknown)}")
+    return mix
 
 
-@dataclass
-class Driver:
-    base: str
-    token: str
-    session: requests.Session = field(default_factory=requests.Session)
+def roles(stack: Stack) -> tuple[dict[str, int], bool]:
+    """Role -> leader pid, and whether the triggers run inside this process.
 
-    def call(self, method: str, path: str, body: Any = None, expect: int = 200) -> Any:
-        answer = self.session.request(method, self.base + path, json=body, timeout=60,
-                                      headers={"Authorization": f"Bearer {self.token}"})
-        if answer.status_code != expect:
-            raise RuntimeError(f"{method} {path}: {answer.status_code} {answer.text}")
-        return answer.json() if answer.content else None
-
-    def wait(self, booking_id: str, status: str, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.call("GET", f"/bookings/{booking_id}")["status"]
-            if found == status:
-                return
-            if found in {"REJECTED", "CANCELLED", "EXPIRED"}:
-                raise RuntimeError(f"booking {booking_id} ended {found}, not {status}")
-            time.sleep(POLL_SECONDS)
-        raise RuntimeError(f"booking {booking_id} not {status} within {timeout} s")
-
-    def book_and_pay(self, course_id: str) -> Sample:
-        start = time.monotonic()
-        booking_id = self.call("POST", "/bookings", {"course_id": course_id}, 202)["booking_id"]
-        self.wait(booking_id, "AWAITING_PAYMENT")
-        held = time.monotonic()
-        self.call("POST", f"/bookings/{booking_id}/payment",
-                  {"payment_method": "pm_card_visa"}, 202)
-        self.wait(booking_id, "CONFIRMED")
-        return Sample(start, held, time.monotonic())
+    `Stack.pids()` when the stack has it; else built from its servers and hosts.
+    """
+    pids = getattr(stack, "pids", None)
+    if callable(pids):
+        found = {str(k): int(v) for k, v in pids().items()}
+        return found, "triggers" not in found
+    found = {s.name: s.process.pid for s in stack.servers if s.process is not None}
+    for process in stack.processes:
+        args = [str(a) for a in process.args] if isinstance(process.args, list) else []
+        role = next((a for a in args if a in {"api", "reactions"}), f"pid {process.pid}")
+        found[role] = process.pid
+    return found, True
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+def post_burst(bench: Bench, bookings: int = 400, clients: int = 32) -> float:
+    """POST /bookings alone, as fast as `clients` closed-loop clients go: accepted per second."""
+    course = bench.courses(bookings)[0]
+    client = load.ApiClient(bench.base_url)
 
+    def one(index: int) -> int:
+        user = bench.users[index % len(bench.users)]
+        return client.request("POST", "/bookings", {"course_id": course},
+                              token=user.token).status
 
-def register(base: str) -> str:
-    answer = requests.post(base + "/auth/register", timeout=60, json={
-        "email": f"bench-{uuid.uuid4().hex[:12]}@example.com", "password": "benchmark-password",
-        "full_name": "Bench User"})
-    answer.raise_for_status()
-    return str(answer.json()["access_token"])
-
-
-def run(base: str, admin_token: str, db: Database | None, bookings: int, clients: int,
-        warmup: int, hold_ttl: int = 600) -> None:
-    admin = Driver(base, admin_token)
-    course = admin.call("POST", "/courses", {
-        "title": "Benchmark course", "price_cents": 1000, "currency": "EUR",
-        "starts_at": (datetime.now(UTC) + timedelta(days=30)).isoformat(),
-        "capacity": min(10_000, bookings + warmup + clients)}, 201)
-    drivers = [Driver(base, register(base)) for _ in range(clients)]
-    print(f"warming up with {warmup} bookings...", flush=True)
-    for i in range(warmup):
-        drivers[i % clients].book_and_pay(course["course_id"])
-
-    samples: list[Sample] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-    remaining = [bookings]
-
-    def client(driver: Driver) -> None:
-        while True:
-            with lock:
-                if remaining[0] <= 0:
-                    return
-                remaining[0] -= 1
-            try:
-                sample = driver.book_and_pay(course["course_id"])
-            except Exception as exc:
-                with lock:
-                    errors.append(str(exc))
-                continue
-            with lock:
-                samples.append(sample)
-
-    load_before = os.getloadavg()
-    started_wall = datetime.now(UTC)
     started = time.monotonic()
-    threads = [threading.Thread(target=client, args=(d,)) for d in drivers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(clients) as pool:
+        statuses = list(pool.map(one, range(bookings)))
     elapsed = time.monotonic() - started
-    load_after = os.getloadavg()
+    return sum(1 for s in statuses if s == 202) / elapsed
 
-    total = [(s.confirmed - s.requested) * 1000 for s in samples]
-    to_hold = [(s.held - s.requested) * 1000 for s in samples]
-    print(f"""
-Marketplace benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)
-  machine           {os.cpu_count()} cores, load average {load_before[0]:.2f} before,
-                    {load_after[0]:.2f} after (1 min)
-  run               {len(samples)} bookings confirmed by {clients} clients in {elapsed:.1f} s
-                    ({warmup} warm-up bookings excluded), {len(errors)} errors
-  throughput        {len(samples) / elapsed:.1f} confirmed bookings/s
-  request->confirmed  p50 {percentile(total, 50):.0f} ms  p95 {percentile(total, 95):.0f} ms"""
-          f"""  p99 {percentile(total, 99):.0f} ms  mean {statistics.fmean(total):.0f} ms
-  request->held       p50 {percentile(to_hold, 50):.0f} ms  p95 {percentile(to_hold, 95):.0f} ms"""
-          f"""  p99 {percentile(to_hold, 99):.0f} ms""")
-    if errors:
-        print("  first error       " + errors[0])
-    if db is not None:
-        with db.transaction() as tx:
-            rows = tx.all(
-                "SELECT consumer, count(*) AS n FROM inbox WHERE handled_at >= :t"
-                " GROUP BY consumer ORDER BY consumer", t=started_wall)
-            stages = tx.one(
-                "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY held - created) AS held_p50,"
-                " percentile_cont(0.95) WITHIN GROUP (ORDER BY held - created) AS held_p95,"
-                " percentile_cont(0.5) WITHIN GROUP (ORDER BY confirmed - paid) AS conf_p50,"
-                " percentile_cont(0.95) WITHIN GROUP (ORDER BY confirmed - paid) AS conf_p95"
-                " FROM (SELECT extract(epoch FROM b.created_at) * 1000 AS created,"
-                "  extract(epoch FROM b.hold_expires_at) * 1000 - :ttl * 1000 AS held,"
-                "  extract(epoch FROM p.updated_at) * 1000 AS paid,"
-                "  extract(epoch FROM b.updated_at) * 1000 AS confirmed"
-                "  FROM bookings b JOIN payments p USING (booking_id)"
-                "  WHERE b.status = 'CONFIRMED' AND b.created_at >= :t) AS s",
-                t=started_wall, ttl=hold_ttl)
-        if stages and stages["held_p50"] is not None:
-            print("  server side, from the database's timestamps (no client polling in them):")
-            print(f"    requested->held    p50 {stages['held_p50']:.0f} ms"
-                  f"  p95 {stages['held_p95']:.0f} ms")
-            print(f"    paid->confirmed    p50 {stages['conf_p50']:.0f} ms"
-                  f"  p95 {stages['conf_p95']:.0f} ms")
-        print("  events handled per second, by function (measured window):")
-        for r in rows:
-            print(f"    {r['consumer']:<22} {r['n'] / elapsed:8.1f}/s  ({r['n']} events)")
+
+def find_max(bench: Bench, args: argparse.Namespace, report: dict[str, Any]) -> Figures:
+    steps: list[dict[str, Any]] = report.setdefault("steps", [])
+
+    def step(rate: float) -> bool:
+        fig = bench.measure(rate, args.step_duration, args.warmup, args.mix)
+        ok = fig.sustainable(args.max_p99)
+        steps.append({**fig.to_json(), "sustainable": ok})
+        held, conf = fig.latency("held"), fig.latency("confirmed")
+        print(f"  {rate:6.1f}/s offered: {fig.confirmed_per_s:6.1f}/s confirmed,"
+              f" p99 held {held.get('p99', math.inf):.0f} ms,"
+              f" confirmed {conf.get('p99', math.inf):.0f} ms,"
+              f" {fig.unexpected} unexpected -> {'ok' if ok else 'NOT sustainable'}",
+              flush=True)
+        bench.wait_quiet()
+        return ok
+
+    print(f"finding the highest sustainable rate ({args.step_duration:.0f} s steps)...")
+    good, bad = 0.0, 0.0
+    rate = args.rate
+    while rate <= args.max_rate:
+        if not step(rate):
+            bad = rate
+            break
+        good, rate = rate, rate * 1.5
+    if good == 0.0:
+        good = rate = max(1.0, rate / 4)
+    if bad:
+        for _ in range(2):
+            middle = round((good + bad) / 2, 1)
+            if step(middle):
+                good = middle
+            else:
+                bad = middle
+    print(f"confirming {good:.1f}/s for {args.duration:.0f} s...", flush=True)
+    best = bench.measure(good, args.duration, args.warmup, args.mix)
+    report["sustainable"] = best.sustainable(args.max_p99)
+    bench.wait_quiet()
+    report["post_accepted_per_s"] = round(post_burst(bench), 1)
+    return best
+
+
+def render(fig: Figures, report: dict[str, Any]) -> str:
+    held, conf = fig.latency("held"), fig.latency("confirmed")
+    mix = ", ".join(f"{k} {v / sum(fig.mix.values()):.0%}" for k, v in fig.mix.items())
+
+    def ms(values: dict[str, float]) -> str:
+        return "  ".join(f"{q} {v:.0f} ms" for q, v in values.items()) or "n/a"
+
+    lines = [
+        f"Marketplace benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {fig.cores} cores)",
+        f"  offered            {fig.rate:.1f} bookings/s ({mix}); measured window"
+        f" {fig.window:.0f} s after warm-up",
+        f"  confirmed          {fig.confirmed_per_s:.1f} bookings/s ({fig.confirmed} in the"
+        f" window); {fig.unexpected} sessions not as expected, {fig.failed_attempts} failed"
+        f" attempts, {fig.late_starts} late starts",
+        f"  request->held      {ms(held)}   (AWAITING_PAYMENT, as the clients saw it)",
+        f"  pay->confirmed     {ms(conf)}",
+        f"  machine            load average {fig.loadavg[0]:.2f} -> {fig.loadavg[1]:.2f};"
+        f" {fig.machine_busy:.2f} of {fig.cores} cores busy, {fig.others_busy:.2f} of them"
+        " outside the stack and the bench",
+        "  CPU per confirmed booking, by process (ms):",
+    ]
+    for role, value in sorted(fig.cpu_ms.items(), key=lambda item: -item[1]):
+        lines.append(f"    {role:<34} {value:8.1f}")
+    for host, functions in fig.functions.items():
+        lines.append(f"  {host} host, per function: calls/s, mean wall ms, mean CPU ms,"
+                     " p99 wall at most")
+        for name, f in sorted(functions.items(), key=lambda item: -item[1]["per_s"]):
+            lines.append(f"    {name:<24} {f['per_s']:7.1f}/s {f['wall_ms']:8.1f} "
+                         f"{f['cpu_ms']:8.1f}   {f['p99_wall_ms_at_most']}")
+    if fig.first_problem:
+        lines.append(f"  first problem      {fig.first_problem}")
+    if "post_accepted_per_s" in report:
+        lines.append(f"  POST /bookings     {report['post_accepted_per_s']:.1f} accepted/s alone"
+                     " (32 clients, closed loop, 400 bookings)")
+    if "sustainable" in report:
+        lines.append(f"  sustainable        {'yes' if report['sustainable'] else 'NO'}")
+    return "\n".join(lines)
+
+
+def arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=10.0,
+                        help="bookings offered per second (with --max: the first step)")
+    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds before measuring")
+    parser.add_argument("--mix", type=parse_mix, default={"pay": 1.0},
+                        help="behaviour weights, e.g. pay=90,decline=5,expire=5")
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--hold-ttl", type=int, default=0,
+                        help="seconds (default 600, or 15 when the mix expires holds)")
+    parser.add_argument("--max", action="store_true", help="find the highest sustainable rate")
+    parser.add_argument("--step-duration", type=float, default=15.0)
+    parser.add_argument("--max-p99", type=float, default=1000.0, help="ms, for --max")
+    parser.add_argument("--max-rate", type=float, default=400.0)
+    parser.add_argument("--json", type=Path, help="write the figures here too")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bookings", type=int, default=300)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=30)
-    parser.add_argument("--url", help="a running stack's API (default: start a fresh one)")
-    parser.add_argument("--admin-email", default=os.environ.get("ADMIN_EMAIL",
-                                                                "admin@marketplace.local"))
-    parser.add_argument("--admin-password", default=os.environ.get("ADMIN_PASSWORD", ""))
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", ""),
-                        help="with --url: read per-function figures from this database")
-    args = parser.parse_args(argv)
-
-    if args.url:
-        login = requests.post(args.url + "/auth/login", timeout=30, json={
-            "email": args.admin_email, "password": args.admin_password})
-        login.raise_for_status()
-        db = Database(args.database_url) if args.database_url else None
-        run(args.url, login.json()["access_token"], db, args.bookings, args.clients, args.warmup,
-            int(os.environ.get("HOLD_TTL_SECONDS", "600")))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--cold-start" in argv:
+        argv.remove("--cold-start")
+        # Another command sharing `make bench`, imported only when asked for.
+        importlib.import_module("local.coldstart").main(argv)
         return
-
+    args = arguments(argv)
+    expires = bool({"expire", "late_pay"} & set(args.mix))
+    hold_ttl = args.hold_ttl or (15 if expires else 600)
     with tempfile.TemporaryDirectory(prefix="marketplace-bench-") as tmp:
         print("starting a fresh local stack...", flush=True)
-        with Stack(StackConfig(workdir=Path(tmp), port=free_port())) as stack:
+        config = StackConfig(workdir=Path(tmp), port=free_port(), hold_ttl_seconds=hold_ttl,
+                             sweep_interval_seconds=5 if expires else None)
+        with Stack(config) as stack:
             assert stack.runtime is not None
-            seed.seed_admin(stack.runtime, "admin@marketplace.local", "bench-admin-password")
-            login = requests.post(stack.api_url + "/auth/login", timeout=30, json={
-                "email": "admin@marketplace.local", "password": "bench-admin-password"})
-            run(stack.api_url, login.json()["access_token"], stack.runtime.db,
-                args.bookings, args.clients, args.warmup, stack.runtime.settings.hold_ttl_seconds)
+            seed.seed_admin(stack.runtime, *ADMIN)
+            found, in_process = roles(stack)
+            bench = Bench(stack.api_url, load.login(stack.api_url, *ADMIN),
+                          load.register_users(stack.api_url, args.users), found,
+                          {"api": stack.api_url, "reactions": stack.reactions_url},
+                          in_process)
+            report: dict[str, Any] = {"started": datetime.now(UTC).isoformat(),
+                                      "hold_ttl_seconds": hold_ttl, "loadavg": os.getloadavg()}
+            if args.max:
+                fig = find_max(bench, args, report)
+            else:
+                print(f"offering {args.rate:.1f} bookings/s: {args.warmup:.0f} s warm-up,"
+                      f" {args.duration:.0f} s measured...", flush=True)
+                fig = bench.measure(args.rate, args.duration, args.warmup, args.mix)
+            print()
+            print(render(fig, report))
+            if args.json:
+                report["result"] = fig.to_json()
+                args.json.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

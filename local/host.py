@@ -21,6 +21,7 @@ from functions_framework import create_app
 from functions_framework._http.gunicorn import GunicornApplication
 
 from local import faults
+from local.timing import Timing
 from shared.routing import FUNCTION_SOURCE, load
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     app = api_app() if args.role == "api" else reactions_app()
     app = faults.wrap(app)  # only under `make chaos`
+    app = Timing(app)  # GET /__timing: calls, wall and CPU time per function (make bench)
     GunicornApplication(  # type: ignore[no-untyped-call]
         app, args.host, args.port, False, threads=args.threads, accesslog=None
     ).run()

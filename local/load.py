@@ -52,10 +52,14 @@ from local.sessions import (
 
 __all__ = [
     "BEHAVIOURS",
+    "ApiClient",
+    "FailedAttempt",
     "LoadResult",
     "LoadRun",
     "Profile",
+    "RetryPolicy",
     "SessionRecord",
+    "SessionSettings",
     "Target",
     "User",
     "login",
