@@ -79,7 +79,7 @@ class Profile:
     mix: Mapping[str, float] = field(default_factory=lambda: {"pay": 1.0})
     workers: int = 512  # sessions in flight at most; beyond that, arrivals queue (and say so)
     poisson: bool = False  # exponential gaps instead of even spacing
-    seed: int | None = None
+    seed: int | None = None  # for Poisson gaps
     session: SessionSettings = field(default_factory=SessionSettings)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
@@ -192,14 +192,13 @@ class LoadRun:
         cpu_start = time.thread_time()
         profile = self.profile
         rng = random.Random(profile.seed)
-        names = list(profile.mix)
-        weights = [profile.mix[n] for n in names]
+        mix = _Interleave(profile.mix)
         at, index = self.started, 0
         end = self.started + profile.duration
         while at < end and not self.stopping.is_set():
             if self.stopping.wait(max(0.0, at - time.monotonic())):
                 break
-            behaviour = rng.choices(names, weights)[0]
+            behaviour = mix.next()
             user = self.target.users[index % len(self.target.users)]
             course = self.target.course_ids[index % len(self.target.course_ids)]
             scheduled = self.clock.at(at)
@@ -220,6 +219,26 @@ class LoadRun:
         return LoadResult(self.profile, self.clock.at(self.started),
                           self.clock.at(self.arrivals_ended), self.clock.now(), sessions,
                           self._cpu + sum(s.cpu_seconds for s in sessions))
+
+
+class _Interleave:
+    """Behaviours in the mix's exact proportions, spread evenly (smooth weighted round robin).
+
+    Deterministic rather than drawn at random, so a short run still plays every
+    behaviour its share and two runs of one profile offer the same sequence.
+    """
+
+    def __init__(self, mix: Mapping[str, float]) -> None:
+        self.weights = {name: weight for name, weight in mix.items() if weight > 0}
+        self.total = sum(self.weights.values())
+        self.current = dict.fromkeys(self.weights, 0.0)
+
+    def next(self) -> str:
+        for name, weight in self.weights.items():
+            self.current[name] += weight
+        chosen = max(self.current, key=lambda name: self.current[name])
+        self.current[chosen] -= self.total
+        return chosen
 
 
 def start(target: Target, profile: Profile) -> LoadRun:
