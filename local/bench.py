@@ -14,12 +14,12 @@ confirmed booking for every process of the stack and the load generator
 (`local.cpu`, from /proc); and the machine's load, with what other processes
 used meanwhile, so a noisy run shows.
 
-`--max` steps the rate up by half with short runs until one is not
-sustainable (confirmations fall behind the offered paying rate by more than
-10%, a p99 passes `--max-p99`, or a session ends otherwise than expected),
-bisects twice between the last good and the first bad rate, then confirms
-the best with a full-length run and measures POST /bookings alone (32
-clients, closed loop).
+`--max` steps the rate up by half (down by a third if the first step
+fails) with short runs until one is not sustainable: confirmations fall
+behind the offered paying rate by more than 10%, a p99 passes `--max-p99`, or
+a session ends otherwise than expected. It bisects twice between the last
+good and the first bad rate, then confirms the best with a full-length run
+and measures POST /bookings alone (32 clients, closed loop).
 """
 
 from __future__ import annotations
@@ -109,14 +109,19 @@ def find_max(bench: Bench, args: argparse.Namespace, report: dict[str, Any]) -> 
     print(f"finding the highest sustainable rate ({args.step_duration:.0f} s steps)...")
     good, bad = 0.0, 0.0
     rate = args.rate
-    while rate <= args.max_rate:
+    while rate <= args.max_rate:  # up by half while sustainable
         if not step(rate):
             bad = rate
             break
-        good, rate = rate, rate * 1.5
-    if good == 0.0:
-        good = rate = max(1.0, rate / 4)
-    if bad:
+        good, rate = rate, round(rate * 1.5, 1)
+    while good == 0.0 and rate > 1.0:  # the first step failed: down by a third until one holds
+        rate = max(1.0, round(rate / 1.5, 1))
+        if step(rate):
+            good = rate
+        else:
+            bad = rate
+    good = good or 1.0  # nothing held: confirm the slowest, and say it is not sustainable
+    if bad > good:
         for _ in range(2):
             middle = round((good + bad) / 2, 1)
             if step(middle):

@@ -55,12 +55,17 @@ class Listener:
         self.subscribed = threading.Event()
 
     def start(self, ready_timeout: float = 1.0) -> None:
-        """Start the thread once; wait a moment for the subscription (waiters re-read anyway)."""
+        """Start the thread once, and give it a moment to subscribe (waiters re-read anyway).
+
+        Only the call that starts it waits: with Redis down, later waiters go
+        straight to their reads and timer instead of paying the moment each.
+        """
         with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="changes-listener",
-                                                daemon=True)
-                self._thread.start()
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="changes-listener",
+                                            daemon=True)
+            self._thread.start()
         self.subscribed.wait(ready_timeout)
 
     def stop(self) -> None:
