@@ -24,8 +24,11 @@ from local.load import LoadRun, Profile, Target
 from local.timing import BUCKETS_MS
 
 PAYING = {"pay", "retry_post"}
-# Sustainable: confirmations keep up with the offered paying rate (to within this share) ...
+# Sustainable: confirmations keep up with the offered paying rate (to within this share),
 KEEP_UP = 0.9
+# ... and latency does not climb through the window: the median of its last third stays
+# within this factor (plus a little) of its first third's. A backlog that grows shows here.
+GROWTH, GROWTH_SLACK_MS = 1.5, 100.0
 
 
 @dataclass
@@ -50,8 +53,9 @@ class Figures:
     unexpected: int = 0
     failed_attempts: int = 0
     late_starts: int = 0
-    to_held_ms: list[float] = field(default_factory=list, repr=False)
-    to_confirmed_ms: list[float] = field(default_factory=list, repr=False)
+    # (when the session started, epoch seconds; latency ms)
+    to_held_ms: list[tuple[float, float]] = field(default_factory=list, repr=False)
+    to_confirmed_ms: list[tuple[float, float]] = field(default_factory=list, repr=False)
     cpu_ms: dict[str, float] = field(default_factory=dict)  # per confirmed booking, per role
     functions: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     loadavg: tuple[float, float] = (0.0, 0.0)
@@ -65,17 +69,26 @@ class Figures:
         return self.confirmed / self.window
 
     def latency(self, which: str) -> dict[str, float]:
-        values = sorted(self.to_held_ms if which == "held" else self.to_confirmed_ms)
-        if not values:
-            return {}
-        return {f"p{q}": values[min(len(values) - 1, math.ceil(q / 100 * len(values)) - 1)]
-                for q in (50, 95, 99)}
+        samples = self.to_held_ms if which == "held" else self.to_confirmed_ms
+        return {f"p{q}": round(percentile([ms for _, ms in samples], q), 1)
+                for q in (50, 95, 99)} if samples else {}
+
+    def growing(self, which: str) -> bool:
+        """Whether latency climbed through the window (a queue that keeps growing)."""
+        samples = sorted(self.to_held_ms if which == "held" else self.to_confirmed_ms)
+        third = len(samples) // 3
+        if third < 5:
+            return False
+        first = percentile([ms for _, ms in samples[:third]], 50)
+        last = percentile([ms for _, ms in samples[-third:]], 50)
+        return last > GROWTH * first + GROWTH_SLACK_MS
 
     def sustainable(self, max_p99_ms: float) -> bool:
-        p99s = [self.latency(w).get("p99", math.inf) for w in ("held", "confirmed")]
+        stages = ("held", "confirmed")
         return (self.unexpected == 0
                 and self.confirmed >= KEEP_UP * self.expected_confirmations
-                and all(p <= max_p99_ms for p in p99s))
+                and all(self.latency(w).get("p99", math.inf) <= max_p99_ms for w in stages)
+                and not any(self.growing(w) for w in stages))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,6 +97,7 @@ class Figures:
             "confirmed_per_s": round(self.confirmed_per_s, 2),
             "unexpected_sessions": self.unexpected, "failed_attempts": self.failed_attempts,
             "late_starts": self.late_starts,
+            "latency_growing": {w: self.growing(w) for w in ("held", "confirmed")},
             "request_to_held_ms": self.latency("held"),
             "pay_to_confirmed_ms": self.latency("confirmed"),
             "cpu_ms_per_confirmed_booking": self.cpu_ms, "functions": self.functions,
@@ -149,6 +163,12 @@ class Bench:
         return figures(self, result, before, after, rate, mix)
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank percentile: a value that was actually seen."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
 def figures(bench: Bench, result: load.LoadResult, before: Sample, after: Sample, rate: float,
             mix: dict[str, float]) -> Figures:
     window = after.at - before.at
@@ -165,8 +185,9 @@ def figures(bench: Bench, result: load.LoadResult, before: Sample, after: Sample
                         and s.final is not None and before.at <= s.final < after.at)
     share = sum(w for b, w in mix.items() if b in PAYING) / sum(mix.values())
     fig.expected_confirmations = rate * share * window
-    fig.to_held_ms = [(s.held - s.requested) * 1000 for s in cohort if s.held is not None]
-    fig.to_confirmed_ms = [(s.final - s.pay_sent) * 1000 for s in cohort
+    fig.to_held_ms = [(s.requested, (s.held - s.requested) * 1000)
+                      for s in cohort if s.held is not None]
+    fig.to_confirmed_ms = [(s.requested, (s.final - s.pay_sent) * 1000) for s in cohort
                            if s.final_status == "CONFIRMED" and s.final is not None
                            and s.pay_sent is not None]
     per = 1000.0 / max(1, fig.confirmed)
