@@ -79,6 +79,7 @@ class ApiClient:
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.clock = clock
+        self.give_up = threading.Event()  # set: no more retries (the run is being abandoned)
         self._local = threading.local()
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
@@ -154,8 +155,10 @@ class ApiClient:
                     return answer
                 mine.append(FailedAttempt(self.clock(), method, path, answer.status,
                                           _detail(answer.body)))
-            if attempt < self.retry.attempts:
-                time.sleep(self.retry.backoff(attempt))
+            if attempt < self.retry.attempts and not self.give_up.is_set():
+                self.give_up.wait(self.retry.backoff(attempt))  # a backoff, cut short on give-up
+            else:
+                break
         if failures is not None:
             failures.extend(mine)
         raise RequestFailed(f"{method} {path}: {len(mine)} attempts failed, last: "

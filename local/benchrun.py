@@ -154,11 +154,15 @@ class Bench:
         total = warmup + window + 1.0
         target = Target(self.base_url, self.users, self.courses(math.ceil(rate * total)))
         run = load.start(target, Profile(rate, total, mix, session=self.session))
-        edge = threading.Event()  # never set: waits for a moment of the schedule
-        edge.wait(max(0.0, run.started + warmup - time.monotonic()))
-        before = self.sample(run)
-        edge.wait(max(0.0, run.started + warmup + window - time.monotonic()))
-        after = self.sample(run)
+        try:
+            edge = threading.Event()  # never set: waits for a moment of the schedule
+            edge.wait(max(0.0, run.started + warmup - time.monotonic()))
+            before = self.sample(run)
+            edge.wait(max(0.0, run.started + warmup + window - time.monotonic()))
+            after = self.sample(run)
+        except BaseException:  # Ctrl-C: do not keep retrying against a stack being stopped
+            run.abort()
+            raise
         result = run.join()
         return figures(self, result, before, after, rate, mix)
 

@@ -187,6 +187,11 @@ class LoadRun:
         """Offer no more sessions; those under way play to their end."""
         self.stopping.set()
 
+    def abort(self) -> None:
+        """Offer no more sessions and retry nothing more: for Ctrl-C, or a stack gone."""
+        self.stopping.set()
+        self.client.give_up.set()
+
     def _schedule(self) -> None:
         self._register_thread()
         cpu_start = time.thread_time()
