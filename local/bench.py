@@ -59,23 +59,6 @@ def parse_mix(text: str) -> dict[str, float]:
     return mix
 
 
-def roles(stack: Stack) -> tuple[dict[str, int], bool]:
-    """Role -> leader pid, and whether the triggers run inside this process.
-
-    `Stack.pids()` when the stack has it; else built from its servers and hosts.
-    """
-    pids = getattr(stack, "pids", None)
-    if callable(pids):
-        found = {str(k): int(v) for k, v in pids().items()}
-        return found, "triggers" not in found
-    found = {s.name: s.process.pid for s in stack.servers if s.process is not None}
-    for process in stack.processes:
-        args = [str(a) for a in process.args] if isinstance(process.args, list) else []
-        role = next((a for a in args if a in {"api", "reactions"}), f"pid {process.pid}")
-        found[role] = process.pid
-    return found, True
-
-
 def post_burst(bench: Bench, bookings: int = 400, clients: int = 32) -> float:
     """POST /bookings alone, as fast as `clients` closed-loop clients go: accepted per second."""
     course = bench.courses(bookings)[0]
@@ -167,7 +150,7 @@ def render(fig: Figures, report: dict[str, Any]) -> str:
         "  CPU per confirmed booking, by process (ms):",
     ]
     for role, value in sorted(fig.cpu_ms.items(), key=lambda item: -item[1]):
-        lines.append(f"    {role:<34} {value:8.1f}")
+        lines.append(f"    {role:<38} {value:8.1f}")
     for host, functions in fig.functions.items():
         lines.append(f"  {host} host, per function: calls/s, mean wall ms, mean CPU ms,"
                      " p99 wall at most")
@@ -227,11 +210,9 @@ def main(argv: list[str] | None = None) -> None:
         with Stack(config) as stack:
             assert stack.runtime is not None
             seed.seed_admin(stack.runtime, *ADMIN)
-            found, in_process = roles(stack)
             bench = Bench(stack.api_url, load.login(stack.api_url, *ADMIN),
-                          load.register_users(stack.api_url, args.users), found,
-                          {"api": stack.api_url, "reactions": stack.reactions_url},
-                          in_process)
+                          load.register_users(stack.api_url, args.users), stack.pids,
+                          {"api": stack.api_url, "reactions": stack.reactions_url})
             report: dict[str, Any] = {"started": datetime.now(UTC).isoformat(),
                                       "hold_ttl_seconds": hold_ttl, "loadavg": os.getloadavg()}
             if args.max:
