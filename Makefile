@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-integration test-e2e lint schemas bench demo consistency manifests clean
+.PHONY: install run test test-unit test-integration test-e2e lint schemas bench chaos demo consistency manifests clean
 
 install: $(STAMP)
 
@@ -39,6 +39,9 @@ schemas: install
 
 bench: install
 	$(BIN)/python -m local.bench $(BENCH_ARGS)
+
+chaos: install
+	$(BIN)/python -m local.chaos $(CHAOS_ARGS)
 
 demo: install
 	$(BIN)/python -m local.demo
