@@ -84,6 +84,8 @@ def run_checks(stack: Stack, result: load.LoadResult, strays: list[str]) -> list
 def _expected(session: load.SessionRecord, row: dict[str, Any]) -> bool:
     """The booking ended as its client's behaviour calls for (or lost a fair race)."""
     status, reason, payment = row["status"], row["reason"], row["payment"]
+    if session.too_late:  # refused after its hold ran out: expired, and not charged
+        return (status, reason) == ("EXPIRED", "hold_expired") and payment != "SUCCEEDED"
     if session.behaviour in {"pay", "retry_post"}:
         # paid in time: confirmed; money that raced the expiry: expired and refunded
         return (status, payment) in {("CONFIRMED", "SUCCEEDED"), ("EXPIRED", "REFUNDED")}
@@ -112,11 +114,13 @@ def outcomes(db: Database, result: load.LoadResult) -> list[Check]:
     by_end: dict[str, int] = {}
     for row in rows.values():
         by_end[row["status"]] = by_end.get(row["status"], 0) + 1
+    late = sum(s.too_late for s in sessions)
     return [
         Check("lost", len(lost), f"{len(lost)} of {len(sessions)} bookings never reached a"
               " final state (or were never accepted)"),
         Check("every booking ended as its client acted", len(wrong),
-              f"{len(sessions) - len(wrong) - len(lost)} as expected; {by_end}"),
+              f"{len(sessions) - len(wrong) - len(lost)} as expected; {by_end}"
+              + (f"; {late} paid or cancelled after the hold ran out" if late else "")),
         Check("no client saw an unexpected answer", len(confused),
               confused[0].error or "" if confused else "0 sessions with an error"),
         Check("duplicated", len(extra) + len(twice),

@@ -90,6 +90,7 @@ class SessionRecord:
     expected_status: str = ""
     expected_reason: str | None = None
     second_booking_id: str | None = None  # retry_post: the second POST's answer
+    too_late: bool = False  # its payment or cancel came after the hold ran out (a slow system)
     error: str | None = None
     failures: list[FailedAttempt] = field(default_factory=list)
     cpu_seconds: float = 0.0
@@ -176,16 +177,27 @@ class _Session:
         # A 409 after a lost answer may be our own first attempt having gone through.
         retried = len(rec.failures) > before
         if answer.status != 202 and rec.behaviour != "late_pay" and not (
-                answer.status == 409 and retried):
+                answer.status == 409 and (retried or self._too_late(rec.paid))):
             raise SessionError(f"payment answered {answer.status}: {answer.body}")
         return answer.status
 
     def cancel(self) -> None:
         before = len(self.record.failures)
         answer = self.call("POST", f"/bookings/{self.record.booking_id}/cancel")
-        if answer.status != 202 and not (answer.status == 409
-                                          and len(self.record.failures) > before):
+        if answer.status != 202 and not (answer.status == 409 and (
+                len(self.record.failures) > before or self._too_late(self.clock.now()))):
             raise SessionError(f"cancel answered {answer.status}: {answer.body}")
+
+    def _too_late(self, answered: float) -> bool:
+        """Refused because the hold ran out before the request got through: then the
+        booking must end EXPIRED, as if the user had paid late. A refusal answered
+        before the deadline stays an error."""
+        rec = self.record
+        if rec.hold_expires_at is None or answered < rec.hold_expires_at:
+            return False
+        rec.too_late = True
+        rec.expected_status, rec.expected_reason = "EXPIRED", "hold_expired"
+        return True
 
     def play(self) -> None:
         rec, settings = self.record, self.settings
@@ -204,7 +216,8 @@ class _Session:
             return
         if behaviour == "cancel":
             self.cancel()
-            self.wait("CANCELLED", time.monotonic() + settings.step_timeout)
+            self.wait(rec.expected_status, max(time.monotonic() + settings.step_timeout,
+                                               expiry_deadline))
             return
         if behaviour == "late_pay":
             # The user's think time is the behaviour itself, not a wait for a condition.
@@ -215,7 +228,8 @@ class _Session:
             self.wait("EXPIRED", expiry_deadline)
             return
         self.pay(CARDS[behaviour])
-        self.wait(BEHAVIOURS[behaviour][0], time.monotonic() + settings.step_timeout)
+        self.wait(rec.expected_status, max(time.monotonic() + settings.step_timeout,
+                                           expiry_deadline))
 
 
 def play(client: ApiClient, settings: SessionSettings, clock: Clock, index: int,
