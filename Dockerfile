@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
-# One image for every function: FUNCTION_TARGET picks it (functions/main.py), so
-# each Knative Service, the watcher and docker-compose's hosts all run this image.
+# One image for every function: FUNCTION_TARGET picks it, and functions-framework
+# loads only that function's module (functions/<target>.py), so a cold start imports
+# nothing another function needs. Each Knative Service, the migrations Job
+# (python -m shared.migrations), the watcher and docker-compose's hosts run this image.
 #   docker build -t marketplace . && docker run -e FUNCTION_TARGET=health ... marketplace
 
 # --- build: the runtime dependencies in a venv ------------------------------------
@@ -29,16 +31,17 @@ WORKDIR /app
 COPY shared ./shared
 COPY functions ./functions
 COPY local ./local
-# functions-framework reads FUNCTION_TARGET, FUNCTION_SOURCE and PORT itself; its
-# gunicorn runs WORKERS x THREADS, and THREADS matches the Services' containerConcurrency.
+# Bytecode now, once: with PYTHONDONTWRITEBYTECODE every cold start would compile them.
+RUN /opt/venv/bin/python -m compileall -q /app/shared /app/functions /app/local
+# functions-framework reads FUNCTION_TARGET and PORT itself; its gunicorn runs
+# WORKERS x THREADS, and THREADS matches the Services' containerConcurrency.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    FUNCTION_SOURCE=/app/functions/main.py \
     PORT=8080 \
     WORKERS=1 \
     THREADS=8
 USER 10001:10001
 EXPOSE 8080
-CMD ["functions-framework"]
+CMD ["sh", "-c", "exec functions-framework --source \"${FUNCTION_SOURCE:-/app/functions/${FUNCTION_TARGET}.py}\""]

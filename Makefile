@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-integration test-e2e lint schemas bench chaos demo consistency manifests clean
+.PHONY: install run test test-unit test-integration test-e2e lint schemas bench chaos cold-start demo consistency manifests migrate clean
 
 install: $(STAMP)
 
@@ -34,7 +34,7 @@ lint: install
 	$(BIN)/mypy shared functions local
 
 schemas: install
-	$(BIN)/python -m shared.schemas --write
+	$(BIN)/python -m shared.domain.schemas --write
 	$(BIN)/python -m functions.api_docs --write
 
 bench: install
@@ -42,6 +42,12 @@ bench: install
 
 chaos: install
 	$(BIN)/python -m local.chaos $(CHAOS_ARGS)
+
+cold-start: install
+	$(BIN)/python -m local.coldstart $(COLD_START_ARGS)
+
+migrate: install
+	$(BIN)/python -m shared.migrations
 
 demo: install
 	$(BIN)/python -m local.demo

@@ -11,32 +11,20 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from typing import Annotated
 
 import flask
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from shared import tokens
-from shared.config import settings
-from shared.db import Tx
-from shared.events import UserRegistered
-from shared.http import Api, Email, Problem, Request, endpoint
-from shared.runtime import UnitOfWork, unit_of_work
+from shared.adapters.passwords import hash_password, matches
+from shared.domain.events import UserRegistered
+from shared.edge import tokens
+from shared.edge.api import Api, Email, Problem, Request, endpoint
+from shared.runtime.config import settings
+from shared.runtime.db import Tx
+from shared.runtime.reactions import UnitOfWork, unit_of_work
 
 api = Api()
-hasher = PasswordHasher()
-
-
-@cache
-def _dummy_hash() -> str:
-    """Verified against when the email is unknown, so both failures take as long.
-
-    Made on first use, not at import: hashing costs ~100 ms of every cold start.
-    """
-    return hasher.hash("not-a-real-password")
 
 SOURCE = "/marketplace/functions/accounts"
 SIGNED_IN = {"user", "author", "admin"}
@@ -93,7 +81,7 @@ def create_account(uow: UnitOfWork, email: str, password: str, full_name: str,
     created = uow.tx.one(
         "INSERT INTO accounts (user_id, email, password_hash, full_name, phone, role)"
         " VALUES (:u, :e, :h, :n, :p, :r) ON CONFLICT DO NOTHING RETURNING registered_at",
-        u=user_id, e=email, h=hasher.hash(password), n=full_name, p=phone, r=role,
+        u=user_id, e=email, h=hash_password(password), n=full_name, p=phone, r=role,
     )
     if created is None:
         return None
@@ -154,9 +142,7 @@ def login(request: Request) -> object:
             "SELECT user_id, password_hash, role FROM accounts WHERE lower(email) = lower(:e)",
             e=body.email,
         )
-        try:
-            hasher.verify(account["password_hash"] if account else _dummy_hash(), body.password)
-        except (VerificationError, InvalidHashError):
+        if not matches(account["password_hash"] if account else None, body.password):
             account = None
         if account is None:
             if uow.redis.incr(key) == 1:  # the window starts at the first failure
@@ -214,13 +200,10 @@ def change_password(request: Request) -> object:
     with unit_of_work(SOURCE) as uow:
         account = uow.tx.one("SELECT password_hash FROM accounts WHERE user_id = :u FOR UPDATE",
                              u=user.user_id)
-        try:
-            hasher.verify(account["password_hash"] if account else _dummy_hash(),
-                          body.old_password)
-        except (VerificationError, InvalidHashError) as exc:
-            raise Problem(403, "Forbidden", "the old password is not right") from exc
+        if not matches(account["password_hash"] if account else None, body.old_password):
+            raise Problem(403, "Forbidden", "the old password is not right")
         uow.tx.execute("UPDATE accounts SET password_hash = :h WHERE user_id = :u",
-                       h=hasher.hash(body.new_password), u=user.user_id)
+                       h=hash_password(body.new_password), u=user.user_id)
         uow.tx.execute("UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = :u"
                        " AND family_id <> :f AND revoked_at IS NULL",
                        u=user.user_id, f=user.session_id)

@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flask
-from elasticsearch import Elasticsearch
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from shared import search
-from shared.http import Api, Problem, Request, endpoint
+from shared.adapters import search
+from shared.edge.api import Api, Problem, Request, endpoint
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 api = Api()
 TERMINAL = {"booking.confirmed": "CONFIRMED", "booking.cancelled": "CANCELLED",

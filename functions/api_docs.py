@@ -16,9 +16,9 @@ from typing import Any
 
 import flask
 
-from shared.http import Api, endpoint
-from shared.openapi import document
-from shared.routing import ENDPOINTS, load
+from shared.edge.api import Api, endpoint
+from shared.edge.openapi import document
+from shared.runtime.routing import ENDPOINTS, load
 
 COMMITTED = Path(__file__).with_name("openapi.json")
 VERSION = "1.0.0"

@@ -11,11 +11,9 @@ from typing import Annotated, Any, Literal
 import flask
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from shared import changes, holds, payments
-from shared.bootstrap import runtime
-from shared.db import Row
-from shared.events import BookingCancelled, BookingRequested, PaymentFailed, PaymentSucceeded
-from shared.http import (
+from shared.domain import holds, payments
+from shared.domain.events import BookingCancelled, BookingRequested, PaymentFailed, PaymentSucceeded
+from shared.edge.api import (
     Api,
     Page,
     PageQuery,
@@ -28,7 +26,10 @@ from shared.http import (
     page_of,
     select_page,
 )
-from shared.runtime import UnitOfWork, unit_of_work
+from shared.runtime import changes
+from shared.runtime.bootstrap import runtime
+from shared.runtime.db import Row
+from shared.runtime.reactions import UnitOfWork, unit_of_work
 
 api = Api()
 SOURCE = "/marketplace/functions/bookings"
@@ -173,7 +174,7 @@ def get_booking(request: Request) -> object:
     """One booking, the caller's own (or any, for an admin); `wait_for` waits for a status.
 
     The wait holds no database connection: each read is a short transaction,
-    made again when the booking's change is announced (`shared.changes`) and
+    made again when the booking's change is announced (`shared.runtime.changes`) and
     at least every second, in case an announcement was lost.
     """
     query: WaitQuery = request.query

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shared.events import BookingCancelled, BookingExpired
-from shared.runtime import Emitted, UnitOfWork, reaction
+from shared.domain.events import BookingCancelled, BookingExpired
+from shared.runtime.reactions import Emitted, UnitOfWork, reaction
 
 
 @reaction(BookingCancelled, BookingExpired)

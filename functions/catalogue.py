@@ -13,9 +13,8 @@ from typing import Annotated, Any, Literal
 import flask
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-from shared.db import Row, Tx
-from shared.events import CourseDeactivated, CoursePublished
-from shared.http import (
+from shared.domain.events import CourseDeactivated, CoursePublished
+from shared.edge.api import (
     Api,
     Page,
     PageQuery,
@@ -29,7 +28,8 @@ from shared.http import (
     select_page,
     sort_clause,
 )
-from shared.runtime import UnitOfWork, unit_of_work
+from shared.runtime.db import Row, Tx
+from shared.runtime.reactions import UnitOfWork, unit_of_work
 
 api = Api()
 SOURCE = "/marketplace/functions/catalogue"

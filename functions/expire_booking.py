@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from shared.events import BookingExpired, ReservationExpired
-from shared.runtime import Emitted, TransientError, UnitOfWork, reaction
+from shared.domain.events import BookingExpired, ReservationExpired
+from shared.runtime.errors import TransientError
+from shared.runtime.reactions import Emitted, UnitOfWork, reaction
 
 # Redis and PostgreSQL clocks may disagree by a little; more than this is an early alarm.
 CLOCK_TOLERANCE = timedelta(seconds=1)

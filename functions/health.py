@@ -21,8 +21,8 @@ from urllib.parse import urlparse
 import flask
 from pydantic import BaseModel
 
-from shared.bootstrap import runtime
-from shared.http import Api, Problem, Request, endpoint
+from shared.edge.api import Api, Problem, Request, endpoint
+from shared.runtime.bootstrap import runtime
 
 api = Api()
 TIMEOUT = 2.0

@@ -8,6 +8,10 @@ thread of the stack, in a cluster a ContainerSource posting to its K_SINK or
 a Deployment producing to Kafka.
 
     python -m functions.hold_expiry_watcher
+
+It is no functions-framework function, so the routing declaration skips it,
+but `load()` imports it with the others: Redis and requests load in `watch`
+and `sink_publisher`, not here.
 """
 
 from __future__ import annotations
@@ -19,13 +23,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
-import redis
-import requests
-
-from shared import holds
-from shared.config import settings
-from shared.envelope import Envelope, to_http_binary, to_kafka
-from shared.kafka import KafkaPublisher
+from shared.domain import holds
+from shared.runtime.config import settings
+from shared.runtime.envelope import Envelope, to_http_binary, to_kafka
+from shared.runtime.kafka import KafkaPublisher
 
 log = logging.getLogger("marketplace.hold_expiry_watcher")
 SOURCE = "/marketplace/functions/hold-expiry-watcher"
@@ -38,6 +39,8 @@ def watch(redis_url: str, publish: Publish, stop: threading.Event,
     """Listen until `stop` is set; reconnect when the connection drops."""
     db = int((urlparse(redis_url).path or "/0").lstrip("/") or 0)
     channel = f"__keyevent@{db}__:expired"
+    import redis
+
     while not stop.is_set():
         client: Any = redis.Redis.from_url(redis_url)
         try:
@@ -75,6 +78,8 @@ def kafka_publisher(bootstrap: str) -> Publish:
 
 def sink_publisher(sink: str) -> Publish:
     """Post to a ContainerSource's K_SINK (a KafkaSink writes it to the topic)."""
+    import requests
+
     session = requests.Session()
 
     def publish(envelope: Envelope[Any]) -> None:

@@ -10,9 +10,9 @@ from typing import Any
 
 import flask
 
-from shared.db import Row
-from shared.http import Api, Page, PageQuery, Request, endpoint, page_of, select_page
-from shared.runtime import unit_of_work
+from shared.edge.api import Api, Page, PageQuery, Request, endpoint, page_of, select_page
+from shared.runtime.db import Row
+from shared.runtime.reactions import unit_of_work
 
 api = Api()
 SOURCE = "/marketplace/functions/my-notifications"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from shared import holds
-from shared.events import PaymentRequested, TicketReserved
-from shared.payments import payment_id_for
-from shared.runtime import Emitted, UnitOfWork, reaction
+from shared.domain import holds
+from shared.domain.events import PaymentRequested, TicketReserved
+from shared.domain.payments import payment_id_for
+from shared.runtime.reactions import Emitted, UnitOfWork, reaction
 
 
 @reaction(TicketReserved)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from shared.events import PaymentRequested
-from shared.payments import open_payment_row
-from shared.runtime import Emitted, UnitOfWork, reaction
+from shared.domain.events import PaymentRequested
+from shared.domain.payments import open_payment_row
+from shared.runtime.reactions import Emitted, UnitOfWork, reaction
 
 
 @reaction(PaymentRequested)

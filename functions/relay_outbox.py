@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shared import outbox
-from shared.runtime import Emitted, UnitOfWork, scheduled
+from shared.runtime import outbox
+from shared.runtime.reactions import Emitted, UnitOfWork, scheduled
 
 # Rows younger than this are still being published by the request that wrote them.
 GRACE_SECONDS = 2.0

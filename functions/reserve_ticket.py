@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from shared.events import BookingRequested, TicketReserved, TicketUnavailable, UnavailableReason
-from shared.runtime import Emitted, UnitOfWork, reaction
+from shared.domain.events import (
+    BookingRequested,
+    TicketReserved,
+    TicketUnavailable,
+    UnavailableReason,
+)
+from shared.runtime.reactions import Emitted, UnitOfWork, reaction
 
 # Skip tickets another reservation is taking right now instead of queueing behind it.
 _TAKE_FREE_TICKET = """

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from shared import holds
-from shared.events import (
+from shared.domain import holds
+from shared.domain.events import (
     BookingCancelled,
     BookingConfirmed,
     PaymentFailed,
     PaymentRefunded,
     PaymentSucceeded,
 )
-from shared.runtime import Emitted, UnitOfWork, reaction
+from shared.runtime.reactions import Emitted, UnitOfWork, reaction
 
 
 @reaction(PaymentSucceeded, PaymentFailed)

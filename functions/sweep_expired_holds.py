@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shared import holds
-from shared.runtime import Emitted, UnitOfWork, scheduled
+from shared.domain import holds
+from shared.runtime.reactions import Emitted, UnitOfWork, scheduled
 
 BATCH = 1000
 

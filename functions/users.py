@@ -15,10 +15,9 @@ import flask
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from functions.accounts import Phone
-from shared import avatars
-from shared.db import Row
-from shared.events import UserUpdated
-from shared.http import (
+from shared.adapters import avatars
+from shared.domain.events import UserUpdated
+from shared.edge.api import (
     Api,
     Page,
     PageQuery,
@@ -30,7 +29,8 @@ from shared.http import (
     select_page,
     sort_clause,
 )
-from shared.runtime import UnitOfWork, unit_of_work
+from shared.runtime.db import Row
+from shared.runtime.reactions import UnitOfWork, unit_of_work
 
 api = Api()
 SOURCE = "/marketplace/functions/users"

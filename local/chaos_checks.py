@@ -19,9 +19,9 @@ from kafka import KafkaConsumer, TopicPartition  # type: ignore[import-untyped,u
 
 from local import consistency, load
 from local.stack import Stack
-from shared import search
-from shared.db import Database
-from shared.events import DEAD_LETTER_TOPIC
+from shared.adapters import search
+from shared.domain.events import DEAD_LETTER_TOPIC
+from shared.runtime.db import Database
 
 DRAIN_TIMEOUT_SECONDS = 180.0
 QUIET_SECONDS = 3.0

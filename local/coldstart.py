@@ -39,10 +39,11 @@ from pathlib import Path
 from local import coldstart_cases, embedded
 from local.coldstart_cases import Request, World
 from local.stack import PARTITIONS, ROOT, free_port
-from shared.bootstrap import build
-from shared.config import Settings, settings
-from shared.events import DEAD_LETTER_TOPIC, REGISTRY
-from shared.routing import FUNCTION_SOURCE, load
+from shared import migrations
+from shared.domain.events import DEAD_LETTER_TOPIC, REGISTRY
+from shared.runtime.bootstrap import build
+from shared.runtime.config import Settings, settings
+from shared.runtime.routing import load, module_of
 
 # (first event handled, ms; resident memory, MB) per kind of function, on 2 cores.
 TARGETS = {"reaction": (450.0, 60.0), "schedule": (450.0, 60.0), "http": (550.0, 80.0)}
@@ -88,8 +89,8 @@ class Result:
 
 
 def service_source(target: str) -> str:
-    """The file functions-framework loads for `target`, as its Knative Service names it."""
-    return FUNCTION_SOURCE
+    """The file functions-framework loads for `target`: its Knative Service's FUNCTION_SOURCE."""
+    return module_of(target)
 
 
 def functions() -> dict[str, str]:
@@ -206,7 +207,8 @@ def cold_start(stack: ColdStack, target: str, source: str, request: Request,
 
 
 def measure(stack: ColdStack, kinds: dict[str, str], runs: int) -> list[Result]:
-    rt = build(Settings.from_env(stack.env), publish=False)  # applies the migrations once
+    rt = build(Settings.from_env(stack.env), publish=False)
+    migrations.migrate(rt.database)  # once, as the deployment's Job does
     db = rt.db
     world = World().create(db)
     samples: dict[str, list[Sample]] = {t: [] for t in kinds}

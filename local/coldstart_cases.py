@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.db import Database, Tx
-from shared.envelope import Envelope, kafka_headers_to_http, to_kafka
-from shared.events import (
+from shared.domain.events import (
     BookingCancelled,
     BookingConfirmed,
     BookingRequested,
@@ -31,9 +29,11 @@ from shared.events import (
     TicketUnavailable,
     UserRegistered,
 )
-from shared.holds import deadline, expiry_event
-from shared.payments import payment_id_for
-from shared.tokens import issue_access
+from shared.domain.holds import deadline, expiry_event
+from shared.domain.payments import payment_id_for
+from shared.edge.tokens import issue_access
+from shared.runtime.db import Database, Tx
+from shared.runtime.envelope import Envelope, kafka_headers_to_http, to_kafka
 
 PRICE, CURRENCY = 4900, "EUR"
 

@@ -19,9 +19,9 @@ from typing import Any
 from elasticsearch import Elasticsearch
 
 from functions.analytics import summary
-from shared import search
-from shared.config import settings
-from shared.db import Database
+from shared.adapters import search
+from shared.runtime.config import settings
+from shared.runtime.db import Database
 
 Figures = dict[str, int]
 FINAL = ("CONFIRMED", "CANCELLED", "EXPIRED", "REJECTED")

@@ -24,8 +24,8 @@ import requests
 from functions.analytics import summary
 from local import consistency, seed
 from local.stack import Stack, StackConfig, free_port
-from shared import search
-from shared.db import Database
+from shared.adapters import search
+from shared.runtime.db import Database
 
 HOLD_TTL_SECONDS = 8
 SWEEP_INTERVAL_SECONDS = 1

@@ -1,12 +1,15 @@
-"""Serve functions under functions-framework's own gunicorn server, several per process.
+"""Serve functions under functions-framework's own gunicorn server, one or several per process.
 
-In a cluster each function is its own Knative Service. Locally one process
-serves all HTTP functions behind the front door (the API on one port,
-routed by path prefix as the cluster's ingress would), and another serves
-all reactions, each under `/<name>` for the KafkaSource emulator to call.
+In a cluster each function is its own Knative Service, started on its own
+module. Locally one process serves all HTTP functions behind the front door
+(the API on one port, routed by path prefix as the cluster's ingress would),
+and another serves all reactions, each under `/<name>` for the KafkaSource
+emulator to call; each is still created from its own module. `function NAME`
+serves exactly one, loading only its module, as its Service does.
 
     python -m local.host api --port 8080
     python -m local.host reactions --port 8081
+    python -m local.host function reserve_ticket --port 8082
 """
 
 from __future__ import annotations
@@ -22,10 +25,9 @@ from functions_framework._http.gunicorn import GunicornApplication
 
 from local import faults
 from local.timing import Timing
-from shared.routing import FUNCTION_SOURCE, load
+from shared.runtime.routing import load, source_path
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _not_found(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -55,8 +57,9 @@ class PrefixRouter:
         return _not_found(environ, start_response)
 
 
-def _source() -> str:
-    return os.path.join(ROOT, FUNCTION_SOURCE)
+def function_app(target: str) -> WSGIApp:
+    """One function, created from its own module (`functions/<target>.py`), as its Service is."""
+    return create_app(target, str(source_path(target)))  # type: ignore[no-any-return,no-untyped-call]
 
 
 def api_app() -> WSGIApp:
@@ -64,7 +67,7 @@ def api_app() -> WSGIApp:
     _, endpoints = load()
     routes: dict[str, WSGIApp] = {}
     for endpoint in endpoints:
-        app = create_app(endpoint.target, _source())  # type: ignore[no-untyped-call]
+        app = function_app(endpoint.target)
         for prefix in endpoint.prefixes:
             routes[prefix] = app
     return PrefixRouter(routes, strip=False)
@@ -74,19 +77,24 @@ def reactions_app() -> WSGIApp:
     """Every reaction (and schedule) under `/<name>`, as the KafkaSource emulator calls them."""
     reactions, _ = load()
     return PrefixRouter(
-        {f"/{r.name}": create_app(r.target, _source())  # type: ignore[no-untyped-call]
-         for r in reactions}, strip=True
+        {f"/{r.name}": function_app(r.target) for r in reactions}, strip=True
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("role", choices=["api", "reactions"])
+    parser.add_argument("role", choices=["api", "reactions", "function"])
+    parser.add_argument("target", nargs="?", help="with `function`: the function to serve")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", "16")))
     args = parser.parse_args(argv)
-    app = api_app() if args.role == "api" else reactions_app()
+    if args.role == "function":
+        if not args.target:
+            parser.error("`function` needs the name of the function")
+        app = function_app(args.target)
+    else:
+        app = api_app() if args.role == "api" else reactions_app()
     app = faults.wrap(app)  # only under `make chaos`
     app = Timing(app)  # GET /__timing: calls, wall and CPU time per function (make bench)
     GunicornApplication(  # type: ignore[no-untyped-call]

@@ -27,9 +27,9 @@ import requests
 from kafka import KafkaConsumer, KafkaProducer  # type: ignore[import-untyped,unused-ignore]
 from kafka.errors import KafkaError  # type: ignore[import-untyped,unused-ignore]
 
-from shared.envelope import kafka_headers_to_http
-from shared.events import DEAD_LETTER_TOPIC
-from shared.routing import Reaction
+from shared.domain.events import DEAD_LETTER_TOPIC
+from shared.runtime.envelope import kafka_headers_to_http
+from shared.runtime.routing import Reaction
 
 __all__ = ["DeliveryStats", "KafkaSourceEmulator"]
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from functions.accounts import create_account
 from functions.catalogue import NewCourse, create_course
-from shared.bootstrap import Runtime
-from shared.runtime import unit_of_work
+from shared.runtime.bootstrap import Runtime
+from shared.runtime.reactions import unit_of_work
 
 SOURCE = "/marketplace/local/seed"
 

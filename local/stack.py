@@ -6,8 +6,8 @@ PyPI wheels). The functions run under functions-framework in two processes
 of the cluster around them (`local.triggers`: the KafkaSource emulator for
 every reaction with topics, a PingSource for every schedule, and the
 hold-expiry watcher). All of it follows the routing declaration in
-`shared.routing`. Those three are supervised: one that dies is started again,
-as Kubernetes would restart a pod.
+`shared.runtime.routing`. Those three are supervised: one that dies is started
+again, as Kubernetes would restart a pod.
 
 `/healthz` says 200 only once the whole stack is usable: the stack writes
 what is still starting to a file the health function reads
@@ -31,9 +31,10 @@ import requests
 
 from local import embedded
 from local.supervisor import Supervised, Supervisor
-from shared.bootstrap import Runtime, build
-from shared.config import Settings
-from shared.events import DEAD_LETTER_TOPIC, REGISTRY
+from shared import migrations
+from shared.domain.events import DEAD_LETTER_TOPIC, REGISTRY
+from shared.runtime.bootstrap import Runtime, build
+from shared.runtime.config import Settings
 
 log = logging.getLogger("marketplace.stack")
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,8 +125,10 @@ class Stack:
         settings = Settings.from_env(env)
         embedded.create_topics(env["KAFKA_BOOTSTRAP_SERVERS"],
                                [*REGISTRY, DEAD_LETTER_TOPIC], PARTITIONS)
-        # Migrations are applied here, once, before the function processes start.
+        # Migrations are applied here, once, before the function processes start (in a
+        # cluster: the migrations Job); the functions only check the schema's version.
         self.runtime = build(settings)
+        migrations.migrate(self.runtime.database)
 
         reactions_port, triggers_port = free_port(), free_port()
         self.reactions_url = f"http://127.0.0.1:{reactions_port}"

@@ -28,8 +28,8 @@ import requests
 from functions import hold_expiry_watcher
 from local.kafkasource import KafkaSourceEmulator
 from local.shutdown import stop_on_signals, wait_for_stop
-from shared.config import Settings
-from shared.routing import Reaction, load
+from shared.runtime.config import Settings
+from shared.runtime.routing import Reaction, load
 
 log = logging.getLogger("marketplace.triggers")
 RELAY_INTERVAL_SECONDS = 1.0

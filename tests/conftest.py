@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from local import embedded
-from shared import bootstrap
-from shared.bootstrap import Runtime
-from shared.config import settings
+from shared import migrations
+from shared.runtime import bootstrap
+from shared.runtime.bootstrap import Runtime
+from shared.runtime.config import settings
+from shared.runtime.db import Database
 
 os.environ.setdefault("MARKETPLACE_LOCAL", "1")
 os.environ.setdefault("JWT_SECRET", "test-secret-" + "x" * 32)
@@ -45,6 +47,15 @@ def database_url(workdir: Path) -> Iterator[str]:
     server = start(embedded.start_postgres, workdir)
     yield server.url
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def migrated(database_url: str) -> str:
+    """The schema, applied once per session as the deployment's Job would."""
+    db = Database(database_url, size=1)
+    migrations.migrate(db)
+    db.close()
+    return database_url
 
 
 @pytest.fixture(scope="session")
@@ -82,9 +93,9 @@ def search_url(workdir: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def rt(database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+def rt(migrated: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
     """A runtime on clean state whose emitted events stay in the outbox for the test to read."""
-    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("DATABASE_URL", migrated)
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
     settings.cache_clear()

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.events import REGISTRY, Event
+from shared.domain.events import REGISTRY, Event
 
 
 def example(model: type[Event]) -> Event:

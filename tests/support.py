@@ -12,12 +12,12 @@ from typing import Any
 import flask
 from functions_framework import create_app
 
-from shared.bootstrap import Runtime
-from shared.db import Row
+from shared.runtime.bootstrap import Runtime
+from shared.runtime.db import Row
+from shared.runtime.routing import source_path
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
-SOURCE = str(ROOT / "functions" / "main.py")
 
 # The ids the recorded fixtures use.
 BOOKING = uuid.UUID("b0000000-0000-4000-8000-000000000001")
@@ -28,7 +28,8 @@ AUTHOR = uuid.UUID("a0000000-0000-4000-8000-0000000000a1")
 
 @cache
 def app(target: str) -> flask.Flask:
-    return create_app(target, SOURCE)
+    """The function's app, created from its own module as its Knative Service does."""
+    return create_app(target, str(source_path(target)))
 
 
 def fixture(name: str, **data: Any) -> dict[str, Any]:

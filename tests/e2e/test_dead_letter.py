@@ -9,7 +9,7 @@ import uuid
 from conftest import Marketplace
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from shared.events import DEAD_LETTER_TOPIC
+from shared.domain.events import DEAD_LETTER_TOPIC
 
 
 def test_poison_record_is_dead_lettered_and_the_partition_moves_on(

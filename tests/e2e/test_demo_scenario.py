@@ -17,7 +17,7 @@ from test_redelivery import caught_up, produce_again, read_everything
 from functions.analytics import summary
 from local import consistency
 from local.demo import Scenario, User
-from shared import search
+from shared.adapters import search
 
 
 def messages(marketplace: Marketplace) -> dict[str, Any]:

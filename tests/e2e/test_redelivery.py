@@ -11,8 +11,8 @@ from typing import Any
 from conftest import HOLD_TTL_SECONDS, Marketplace, eventually
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from shared.events import REGISTRY
-from shared.routing import load
+from shared.domain.events import REGISTRY
+from shared.runtime.routing import load
 
 IDLE_SECONDS = 2.0
 

@@ -15,12 +15,9 @@ from elasticsearch import Elasticsearch
 from functions_framework import create_app
 from support import SOURCE, post
 
-from functions.index_analytics import indexer
-from shared import search, tokens
-from shared.bootstrap import Runtime
-from shared.config import settings
-from shared.envelope import Envelope
-from shared.events import (
+from functions.index_event import indexer
+from shared.adapters import search
+from shared.domain.events import (
     BookingCancelled,
     BookingConfirmed,
     BookingExpired,
@@ -32,6 +29,10 @@ from shared.events import (
     PaymentSucceeded,
     UserRegistered,
 )
+from shared.edge import tokens
+from shared.runtime.bootstrap import Runtime
+from shared.runtime.config import settings
+from shared.runtime.envelope import Envelope
 
 TARGET = "index_event"
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from shared import changes
+from shared.runtime import changes
 
 
 @pytest.fixture

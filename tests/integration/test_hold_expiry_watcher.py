@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from functions import hold_expiry_watcher
-from shared import holds
-from shared.bootstrap import Runtime
-from shared.envelope import Envelope
+from shared.domain import holds
+from shared.runtime.bootstrap import Runtime
+from shared.runtime.envelope import Envelope
 
 
 def test_an_expired_hold_key_becomes_reservation_expired(rt: Runtime, redis_url: str) -> None:

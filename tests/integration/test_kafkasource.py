@@ -31,7 +31,7 @@ from werkzeug.wrappers import Request, Response
 
 from local.embedded import EmbeddedServer, create_topics, start_kafka
 from local.kafkasource import KafkaSourceEmulator
-from shared.routing import Ordering, Reaction
+from shared.runtime.routing import Ordering, Reaction
 
 DEADLINE_S = 20.0
 

@@ -22,11 +22,8 @@ from botocore.exceptions import ClientError
 from functions_framework import create_app
 from support import AUTHOR, BOOKING, COURSE, SOURCE, USER, post, row, seed_booking, seed_course
 
-from shared import aws, notifications, tokens
-from shared.bootstrap import Runtime
-from shared.config import settings
-from shared.envelope import Envelope
-from shared.events import (
+from shared.adapters import aws, mail
+from shared.domain.events import (
     BookingCancelled,
     BookingConfirmed,
     BookingExpired,
@@ -36,6 +33,10 @@ from shared.events import (
     PaymentRefunded,
     UserRegistered,
 )
+from shared.edge import tokens
+from shared.runtime.bootstrap import Runtime
+from shared.runtime.config import settings
+from shared.runtime.envelope import Envelope
 
 TARGET = "send_notifications"
 TICKET = uuid.UUID("d0000000-0000-4000-8000-000000000001")
@@ -221,7 +222,7 @@ def test_a_throttled_provider_is_retried_and_then_succeeds(
     email = unique_email()
     booked(rt, email)
     flaky = FlakySes(aws.client("ses"), ("Throttling", 400), ("ServiceUnavailable", 503))
-    monkeypatch.setattr(notifications, "ses_client", lambda: flaky)
+    monkeypatch.setattr(mail, "ses_client", lambda: flaky)
     ce = cloudevent(TRIGGERS["booking.confirmed"][0])
 
     first = post(TARGET, ce)
@@ -255,7 +256,7 @@ def test_message_rejected_is_permanent(rt: Runtime, aws_env: str,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     booked(rt, unique_email())
     flaky = FlakySes(aws.client("ses"), ("MessageRejected", 400))
-    monkeypatch.setattr(notifications, "ses_client", lambda: flaky)
+    monkeypatch.setattr(mail, "ses_client", lambda: flaky)
     ce = cloudevent(TRIGGERS["booking.expired"][0])
     assert post(TARGET, ce).status_code == 200
     assert post(TARGET, ce).status_code == 200

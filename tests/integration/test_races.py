@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from support import COURSE, fixture, outbox, post, row, scalar, seed_booking, seed_course
 from support import ticket_counts as counts
 
-from shared import holds
-from shared.bootstrap import Runtime
+from shared.domain import holds
+from shared.runtime.bootstrap import Runtime
 
 
 def race(calls: list[Callable[[], object]]) -> list[object]:

@@ -19,9 +19,9 @@ from support import (
     ticket_counts,
 )
 
-from shared import holds
-from shared.bootstrap import Runtime
-from shared.payments import payment_id_for
+from shared.domain import holds
+from shared.domain.payments import payment_id_for
+from shared.runtime.bootstrap import Runtime
 
 
 def booking(rt: Runtime) -> dict[str, object]:

@@ -19,8 +19,7 @@ from urllib.parse import urlparse
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
 from local import manifests
-from shared.events import DEAD_LETTER_TOPIC, REGISTRY
-from shared.routing import FUNCTION_SOURCE
+from shared.domain.events import DEAD_LETTER_TOPIC, REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKING = {"kafka", "postgres", "redis", "elasticsearch", "aws"}
@@ -43,8 +42,8 @@ def app_services() -> dict[str, dict[str, Any]]:
 
 
 def config_variables() -> set[str]:
-    """Every environment variable shared/config.py reads (`env.get("X")`, `_int("X", ...)`)."""
-    tree = ast.parse((ROOT / "shared" / "config.py").read_text())
+    """Every environment variable shared/runtime/config.py reads (`env.get("X")`, `_int("X")`)."""
+    tree = ast.parse((ROOT / "shared" / "runtime" / "config.py").read_text())
     names = set()
     for node in ast.walk(tree):
         if (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
@@ -86,13 +85,16 @@ def test_backing_services_have_health_checks_and_apps_start_after_them() -> None
         for backing in BACKING:
             assert after.get(backing) == "service_healthy", (name, backing)
         assert after.get("topics") == "service_completed_successfully", name
+        if name != "migrate":  # the functions do not migrate: they wait for it
+            assert after.get("migrate") == "service_completed_successfully", name
+    assert services()["migrate"]["command"] == ["python", "-m", "shared.migrations"]
     assert depends(services()["triggers"]).get("reactions") == "service_healthy"
 
 
 def test_every_setting_the_app_reads_is_set_on_every_app_service() -> None:
     wanted = config_variables()
     assert {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "JWT_SECRET"} <= wanted  # the scan works
-    assert set(app_services()) == {"api", "reactions", "triggers"}
+    assert set(app_services()) == {"migrate", "api", "reactions", "triggers"}
     for name, service in app_services().items():
         missing = wanted - set(service.get("environment", {}))
         assert not missing, f"{name} does not set {sorted(missing)}"
@@ -218,12 +220,16 @@ def test_the_image_is_multi_stage_pinned_and_runs_as_a_non_root_user() -> None:
 
 def test_the_image_starts_any_function_as_the_manifests_expect() -> None:
     env = " ".join(r for i, r in stages()[-1] if i == "ENV")
-    assert f"FUNCTION_SOURCE=/app/{FUNCTION_SOURCE}" in env
+    assert "FUNCTION_SOURCE" not in env  # each Service names its own module
     assert f"PORT={manifests.PORT}" in env
     assert f"THREADS={manifests.THREADS}" in env  # = the Services' containerConcurrency
     assert "WORKERS=1" in env
     final = dict(stages()[-1])
-    assert final["CMD"] == '["functions-framework"]'  # reads FUNCTION_TARGET from the env
+    # functions-framework on the function's own module, unless FUNCTION_SOURCE names one
+    assert final["CMD"].startswith('["sh", "-c", "exec functions-framework --source')
+    assert "${FUNCTION_SOURCE:-/app/functions/${FUNCTION_TARGET}.py}" in final["CMD"]
+    assert any(i == "RUN" and "compileall" in r for i, r in stages()[-1]), \
+        "compile the sources at build time: PYTHONDONTWRITEBYTECODE makes every start do it"
     assert final["WORKDIR"] == "/app"
     assert final["EXPOSE"] == str(manifests.PORT)
 

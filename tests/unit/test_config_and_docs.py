@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from functions import api_docs
-from shared.config import Settings
+from shared.runtime.config import Settings
 
 
 def test_outside_local_mode_a_jwt_secret_is_required() -> None:
@@ -41,7 +41,7 @@ def test_a_function_refuses_to_start_without_a_jwt_secret() -> None:
            if k not in {"JWT_SECRET", "MARKETPLACE_LOCAL", "FUNCTION_TARGET"}}
     started = subprocess.run(
         [sys.executable, "-c", "from functions_framework import create_app;"
-         " create_app('health', 'functions/main.py')"],
+         " create_app('health', 'functions/health.py')"],
         cwd=root, env=env, capture_output=True, text=True, timeout=60)
     assert started.returncode != 0
     assert "JWT_SECRET is required outside local mode" in started.stderr

@@ -9,7 +9,8 @@ from cloudevents.http import from_http
 from examples import EVENTS
 from pydantic import BaseModel
 
-from shared.envelope import (
+from shared.domain.events import REGISTRY, Event
+from shared.runtime.envelope import (
     Envelope,
     PoisonEvent,
     from_cloudevent,
@@ -19,7 +20,6 @@ from shared.envelope import (
     to_http_structured,
     to_kafka,
 )
-from shared.events import REGISTRY, Event
 
 IDS = [e.topic for e in EVENTS]
 

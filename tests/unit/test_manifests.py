@@ -28,8 +28,9 @@ import yaml  # type: ignore[import-untyped,unused-ignore]
 from local import manifests
 from local.kafkasource import KafkaSourceEmulator
 from local.triggers import kafka_triggered, scheduled
-from shared.events import DEAD_LETTER_TOPIC, REGISTRY
-from shared.routing import load
+from shared import migrations
+from shared.domain.events import DEAD_LETTER_TOPIC, REGISTRY
+from shared.runtime.routing import load
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = ROOT / "tests" / "specs"
@@ -309,6 +310,27 @@ def test_the_local_runner_and_the_manifests_are_fed_by_the_same_declaration() ->
     assert len(ingress["spec"]["rules"]) == 1, "the HTTP edge is one host"
 
 
+def test_each_service_starts_on_its_own_module() -> None:
+    for name, service in by_kind("Service").items():
+        env = {e["name"]: e["value"]
+               for e in service["spec"]["template"]["spec"]["containers"][0]["env"]}
+        source = env["FUNCTION_SOURCE"]
+        assert source == f"{manifests.APP_DIR}/functions/{env['FUNCTION_TARGET']}.py", name
+        assert (ROOT / source.removeprefix(manifests.APP_DIR + "/")).is_file(), source
+
+
+def test_migrations_run_as_a_job_named_after_the_files() -> None:
+    jobs = {j["metadata"]["labels"]["app.kubernetes.io/component"]: j
+            for j in by_kind("Job").values()}
+    job = jobs["migrations"]
+    assert job["metadata"]["name"] == f"marketplace-migrations-{migrations.digest()}"
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["python", "-m", "shared.migrations"]
+    assert container["image"] == manifests.IMAGE  # the functions' image, same code
+    assert {"secretRef": {"name": manifests.SECRET}} in container["envFrom"]
+    assert len(migrations.files()) >= 3 and migrations.latest() == migrations.files()[-1].name
+
+
 def test_cluster_delivery_is_the_local_emulators() -> None:
     defaults = inspect.signature(KafkaSourceEmulator.__init__).parameters
     for source in by_kind("KafkaSource").values():
@@ -378,7 +400,8 @@ def test_every_topic_a_source_reads_is_in_the_registry_and_created() -> None:
         assert set(source["spec"]["topics"]) <= REGISTRY.keys(), source["metadata"]["name"]
     for sink in by_kind("KafkaSink").values():
         assert sink["spec"]["topic"] in {*REGISTRY, DEAD_LETTER_TOPIC}
-    (job,) = by_kind("Job").values()
+    (job,) = (j for j in by_kind("Job").values()
+               if j["metadata"]["labels"]["app.kubernetes.io/component"] == "topics")
     env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert set(env["TOPICS"].split()) == {*REGISTRY, DEAD_LETTER_TOPIC}
 
@@ -392,7 +415,7 @@ def emitted_topics() -> dict[str, set[str]]:
     """
     models = {spec.model.__name__: topic for topic, spec in REGISTRY.items()}
     found: dict[str, set[str]] = {}
-    for path in sorted([*(ROOT / "functions").glob("*.py"), *(ROOT / "shared").glob("*.py")]):
+    for path in sorted([*(ROOT / "functions").glob("*.py"), *(ROOT / "shared").rglob("*.py")]):
         if path.name == "events.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):

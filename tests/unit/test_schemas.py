@@ -9,8 +9,8 @@ import jsonschema
 import pytest
 from examples import EVENTS
 
-from shared import schemas
-from shared.events import REGISTRY, Event
+from shared.domain import schemas
+from shared.domain.events import REGISTRY, Event
 
 
 def test_committed_schemas_match_the_models() -> None:

@@ -1,12 +1,15 @@
-"""Producing records to Kafka, shared by the outbox, the watcher and the tools."""
+"""Producing records to Kafka, shared by the outbox, the watcher and the tools.
+
+kafka-python is imported with the first producer (about 0.1 s), not with the
+module: a function that emits nothing never loads it.
+"""
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
-from kafka import KafkaProducer
-
-from shared.envelope import KafkaRecord
+from shared.runtime.envelope import KafkaRecord
 
 
 class KafkaPublisher:
@@ -15,12 +18,14 @@ class KafkaPublisher:
     def __init__(self, bootstrap_servers: str, timeout_seconds: float = 15.0) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.timeout_seconds = timeout_seconds
-        self._producer: KafkaProducer | None = None
+        self._producer: Any = None
         self._lock = threading.Lock()
 
-    def _get(self) -> KafkaProducer:
+    def _get(self) -> Any:
         with self._lock:
             if self._producer is None:
+                from kafka import KafkaProducer
+
                 self._producer = KafkaProducer(
                     bootstrap_servers=self.bootstrap_servers.split(","),
                     acks="all",

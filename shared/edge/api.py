@@ -30,9 +30,10 @@ from pydantic import (
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
-from shared import tokens
-from shared.db import Row, Tx, is_connection_lost
-from shared.routing import Endpoint, register_endpoint
+from shared.edge import tokens
+from shared.runtime.db import Row, Tx, is_connection_lost
+from shared.runtime.errors import SchemaBehind
+from shared.runtime.routing import Endpoint, register_endpoint, source_of_handler
 
 log = logging.getLogger("marketplace.http")
 
@@ -188,6 +189,9 @@ class Api:
             return self._dispatch(raw)
         except Problem as problem:
             return problem.response()
+        except SchemaBehind as exc:
+            log.error("%s %s: %s", raw.method, raw.path, exc)
+            return exc.response()
         except Exception as exc:
             if is_outage(exc):
                 log.warning("%s %s: a backing service is unreachable: %s", raw.method,
@@ -298,7 +302,7 @@ def endpoint(*prefixes: str) -> Callable[[Callable[[flask.Request], flask.Respon
 
     def decorate(function: Callable[[flask.Request], flask.Response]
                  ) -> Callable[[flask.Request], flask.Response]:
-        register_endpoint(Endpoint(function.__name__, prefixes))
+        register_endpoint(Endpoint(function.__name__, prefixes, source_of_handler(function)))
         return cast(Callable[[flask.Request], flask.Response], functions_framework.http(function))
 
     return decorate

@@ -13,8 +13,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from shared.envelope import Envelope
-from shared.events import ReservationExpired
+from shared.domain.events import ReservationExpired
+from shared.runtime.envelope import Envelope
 
 KEY_PREFIX = "marketplace:hold:"
 _NAMESPACE = uuid.UUID("6f1c2f3e-6d59-4b8e-9a51-7e3f0f7f2a10")

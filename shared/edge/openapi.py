@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from shared.http import Api, Route
+from shared.edge.api import Api, Route
 
 _PARAM = re.compile(r"<(?:(\w+):)?(\w+)>")
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}

@@ -3,6 +3,9 @@
 An access token is short-lived and checked without a database call; a
 refresh token is a random string whose SHA-256 is kept, so a stolen table
 does not yield usable tokens.
+
+PyJWT is imported on the first token signed or checked (it loads a crypto
+backend), not when a function that merely declares authenticated routes loads.
 """
 
 from __future__ import annotations
@@ -13,9 +16,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import jwt
-
-from shared.config import settings
+from shared.runtime.config import settings
 
 ALGORITHM = "HS256"
 ISSUER = "marketplace"
@@ -35,10 +36,14 @@ def issue_access(user_id: uuid.UUID, role: str, session_id: uuid.UUID,
         "exp": int((now + timedelta(seconds=settings().access_token_ttl_seconds)).timestamp()),
         "jti": uuid.uuid4().hex,
     }
+    import jwt
+
     return jwt.encode(claims, settings().jwt_secret, algorithm=ALGORITHM)
 
 
 def verify_access(token: str) -> dict[str, Any] | None:
+    import jwt
+
     try:
         claims: dict[str, Any] = jwt.decode(
             token, settings().jwt_secret, algorithms=[ALGORITHM], issuer=ISSUER,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from shared.db import Row, Tx
+from shared.runtime.db import Row, Tx
 
 _NAMESPACE = uuid.UUID("0b5e4a4c-3f7e-4c51-8a61-2d7c9b1f4e22")
 TEST_CARDS = {"pm_card_visa": None, "pm_card_chargeDeclined": "card_declined"}

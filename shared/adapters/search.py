@@ -8,6 +8,8 @@ the raw event is kept but not indexed.
 The client speaks to real Elasticsearch by default; the embedded
 OpenSearch-compatible server only answers `server_mode="serverless"` requests
 (FIELD-NOTES), which `ELASTICSEARCH_SERVER_MODE=serverless` selects.
+
+The client library (~0.2 s to import) is loaded with the first client.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from elasticsearch import ApiError, Elasticsearch
+from shared.domain.events import Event
+from shared.runtime.config import settings
+from shared.runtime.envelope import Envelope
 
-from shared.config import settings
-from shared.envelope import Envelope
-from shared.events import Event
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 INDEX = "marketplace-events"
 TEMPLATE = "marketplace-events"
@@ -62,6 +65,8 @@ def client(url: str = "", mode: str = "") -> Elasticsearch:
         url, mode = settings().elasticsearch_url, mode or settings().elasticsearch_server_mode
     if not url:
         raise RuntimeError("ELASTICSEARCH_URL is not set (make run and the tests set it)")
+    from elasticsearch import Elasticsearch
+
     if mode == "serverless":
         return Elasticsearch(url, server_mode="serverless", request_timeout=10)
     return Elasticsearch(url, request_timeout=10)
@@ -78,6 +83,8 @@ def ensure_index(es: Elasticsearch, index: str = INDEX) -> None:
     with _ready_lock:
         es.indices.put_index_template(name=TEMPLATE, index_patterns=[f"{INDEX}*"],
                                       template={"mappings": MAPPINGS}, priority=100)
+        from elasticsearch import ApiError
+
         if not es.indices.exists(index=index):
             try:
                 es.indices.create(index=index)

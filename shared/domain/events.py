@@ -24,7 +24,8 @@ Money = int  # integer minor units
 class Event(BaseModel):
     """Base of every event; unknown fields from a newer producer are ignored."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # Built on first use, not at import: a function validates only the few types it handles.
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     topic: ClassVar[str]
     key: ClassVar[str]

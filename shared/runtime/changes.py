@@ -11,6 +11,10 @@ One channel for all subjects, rather than one per subject, keeps the listener
 a plain SUBSCRIBE with no subscription traffic per request: each API process
 receives every announcement (a few per booking, a short id each), which is
 cheap next to the request that caused it.
+
+redis-py is imported when a listener starts or an announcement fails, not
+with this module: `Runtime.announce` sends a cold process's first
+announcements from a background thread, so they never delay its answer.
 """
 
 from __future__ import annotations
@@ -21,8 +25,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
-
-import redis
 
 log = logging.getLogger("marketplace.changes")
 
@@ -39,7 +41,7 @@ def announce(client: Any, subjects: Iterable[str]) -> None:
         return
     try:
         client.publish(CHANNEL, " ".join(unique))
-    except (redis.RedisError, OSError) as exc:
+    except Exception as exc:  # redis.RedisError or OSError: the waiters' timer covers it
         log.debug("could not announce %d change(s): %s", len(unique), exc)
 
 
@@ -97,6 +99,8 @@ class Listener:
                     event.set()
 
     def _run(self) -> None:
+        import redis
+
         while not self._stop.is_set():
             client: Any = redis.Redis.from_url(self.redis_url, socket_connect_timeout=5)
             try:

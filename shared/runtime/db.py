@@ -1,4 +1,4 @@
-"""PostgreSQL access: a small connection pool, transactions, and migrations.
+"""PostgreSQL access: a small connection pool and transactions.
 
 pg8000 is pure Python and has no pool of its own. A function process handles a
 few requests at once (functions-framework threads), so a handful of pooled
@@ -8,18 +8,15 @@ connections is enough and saves a connect per event.
 from __future__ import annotations
 
 import queue
-import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 import pg8000.native
 from pg8000.exceptions import DatabaseError, InterfaceError
 
-MIGRATIONS = Path(__file__).parent / "migrations"
 # Transient conflicts PostgreSQL asks the client to retry.
 RETRYABLE_SQLSTATES = {"40001", "40P01"}
 # The server going away: shut down (fast or crash), starting up, or the link broken.
@@ -152,39 +149,3 @@ class Database:
 def _close_quietly(con: pg8000.native.Connection) -> None:
     with suppress(Exception):
         con.close()
-
-
-_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
-
-
-def migrate(db: Database) -> list[str]:
-    """Apply the versioned files in `migrations/` not applied yet, in order; returns their names.
-
-    An advisory lock makes concurrent starts (several functions booting at
-    once) apply each file exactly once.
-    """
-    files = sorted(p for p in MIGRATIONS.iterdir() if _MIGRATION_NAME.match(p.name))
-    applied: list[str] = []
-    with db.transaction() as tx:
-        tx.execute("SELECT pg_advisory_xact_lock(7310001)")
-        tx.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {r["version"] for r in tx.all("SELECT version FROM schema_migrations")}
-        for path in files:
-            if path.name in done:
-                continue
-            for statement in _statements(path.read_text()):
-                tx.execute(statement)
-            tx.execute("INSERT INTO schema_migrations (version) VALUES (:v)", v=path.name)
-            applied.append(path.name)
-    return applied
-
-
-def _statements(sql: str) -> list[str]:
-    """Split a migration on `;` at line ends (our files hold no functions or literals with `;`)."""
-    without_comments = "\n".join(
-        line for line in sql.splitlines() if not line.strip().startswith("--")
-    )
-    return [s.strip() for s in re.split(r";\s*$", without_comments, flags=re.M) if s.strip()]

@@ -5,8 +5,8 @@ them with what the models generate now: a compatible change (a new optional
 field, a wider enum) only needs `make schemas`; a breaking one (a removed or
 retyped field, a new required field, a narrower enum) is refused.
 
-    python -m shared.schemas           # check, exit 1 on drift or breakage
-    python -m shared.schemas --write   # regenerate (refuses breaking changes)
+    python -m shared.domain.schemas           # check, exit 1 on drift or breakage
+    python -m shared.domain.schemas --write   # regenerate (refuses breaking changes)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.events import REGISTRY
+from shared.domain.events import REGISTRY
 
 DIRECTORY = Path(__file__).parent / "schemas"
 Schema = dict[str, Any]

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared import search
-from shared.bootstrap import Runtime, runtime
-from shared.envelope import Envelope, PoisonEvent
-from shared.events import REGISTRY, Event
-from shared.runtime import TransientError, effect
+from shared.adapters import search
+from shared.domain.events import REGISTRY, Event
+from shared.runtime.bootstrap import Runtime, runtime
+from shared.runtime.envelope import Envelope, PoisonEvent
+from shared.runtime.errors import TransientError
+from shared.runtime.reactions import effect
 
 
 def enrich(docs: list[dict[str, Any]]) -> None:

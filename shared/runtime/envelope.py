@@ -18,7 +18,7 @@ from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 from pydantic import ValidationError
 
-from shared.events import Event, spec_for_type
+from shared.domain.events import Event, spec_for_type
 
 E = TypeVar("E", bound=Event)
 

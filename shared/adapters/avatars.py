@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import flask
 
-from shared.aws import client
-from shared.config import settings
-from shared.http import Problem
+from shared.adapters.aws import client
+from shared.edge.api import Problem
+from shared.runtime.config import settings
 
 MAX_BYTES = 2 * 1024 * 1024
 MEDIA_TYPES = ("image/png", "image/jpeg")

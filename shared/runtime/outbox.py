@@ -15,8 +15,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from shared.db import Database, Tx
-from shared.envelope import Envelope, KafkaRecord, to_kafka
+from shared.runtime.db import Database, Tx
+from shared.runtime.envelope import Envelope, KafkaRecord, to_kafka
 
 log = logging.getLogger(__name__)
 

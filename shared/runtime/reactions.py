@@ -24,12 +24,13 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from shared import changes, outbox
-from shared.bootstrap import Runtime, runtime
-from shared.db import Tx, is_retryable
-from shared.envelope import Envelope, PoisonEvent, from_cloudevent
-from shared.events import Event
-from shared.routing import Ordering, Reaction, register_reaction
+from shared.domain.events import Event
+from shared.runtime import outbox
+from shared.runtime.bootstrap import Runtime, runtime
+from shared.runtime.db import Tx, is_retryable
+from shared.runtime.envelope import Envelope, PoisonEvent, from_cloudevent
+from shared.runtime.errors import SchemaBehind, TransientError
+from shared.runtime.routing import Ordering, Reaction, register_reaction, source_of_handler
 
 log = logging.getLogger("marketplace.runtime")
 
@@ -40,10 +41,6 @@ CloudEventFunction = Callable[[CloudEvent], None]
 DB_ATTEMPTS = 6  # 0.04 + 0.08 + ... + 0.64 s: rides out a fast PostgreSQL restart
 
 
-class TransientError(RuntimeError):
-    """Not now, maybe later: answered 503 so the event is delivered again."""
-
-
 class UnitOfWork:
     """One transaction, the events it will emit, and the process's clients."""
 
@@ -52,9 +49,13 @@ class UnitOfWork:
         self.tx = tx
         self.source = source
         self.settings = rt.settings
-        self.redis = rt.redis
         self.now = datetime.now(UTC)
         self.emitted: list[Envelope[Any]] = []
+
+    @property
+    def redis(self) -> Any:
+        """The process's Redis client, created on first use."""
+        return self.rt.redis
 
     def emit(self, event: Event | Envelope[Any]) -> Envelope[Any]:
         envelope = (
@@ -86,7 +87,7 @@ def unit_of_work(source: str, rt: Runtime | None = None) -> Iterator[UnitOfWork]
         uow = UnitOfWork(rt, tx, source)
         yield uow
         ids = outbox.write(tx, uow.emitted)
-    changes.announce(rt.redis, (e.subject for e in uow.emitted))  # wakes GET ?wait_for=
+    rt.announce(e.subject for e in uow.emitted)  # wakes GET ?wait_for=
     rt.publish(ids)
 
 
@@ -133,6 +134,9 @@ def _answer(target: str, work: Callable[[], None]) -> None:
     except PoisonEvent as exc:
         log.warning("%s: poison event: %s", target, exc)
         flask.abort(422, description=str(exc))
+    except SchemaBehind as exc:
+        log.error("%s: %s", target, exc)
+        flask.abort(exc.response())
     except TransientError as exc:
         log.info("%s: not now: %s", target, exc)
         flask.abort(503, description=str(exc))
@@ -160,7 +164,8 @@ def _triggered(triggers: tuple[type[Event], ...], ordering: Ordering, target: st
 
         _answer(target, work)
 
-    register_reaction(Reaction(target, tuple(t.topic for t in triggers), None, ordering))
+    register_reaction(Reaction(target, tuple(t.topic for t in triggers), None, ordering,
+                               source_of_handler(handler)))
     wrapped = _register(target, function)
     wrapped.handler = handler  # type: ignore[attr-defined]
     return wrapped
@@ -215,7 +220,7 @@ def scheduled(cron: str) -> Callable[[ScheduledHandler], CloudEventFunction]:
 
             _answer(target, work)
 
-        register_reaction(Reaction(target, (), cron, "ordered"))
+        register_reaction(Reaction(target, (), cron, "ordered", source_of_handler(handler)))
         wrapped = _register(target, function)
         wrapped.handler = handler  # type: ignore[attr-defined]
         return wrapped

@@ -27,12 +27,15 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from shared import notifications
-from shared.bootstrap import Runtime
-from shared.envelope import Envelope
-from shared.events import Event
-from shared.notifications import Message, ProviderError
-from shared.runtime import TransientError, effect, with_db_retries
+from shared.adapters import mail
+from shared.adapters.mail import ProviderError
+from shared.domain import notifications
+from shared.domain.events import Event
+from shared.domain.notifications import Message
+from shared.runtime.bootstrap import Runtime
+from shared.runtime.envelope import Envelope
+from shared.runtime.errors import TransientError
+from shared.runtime.reactions import effect, with_db_retries
 
 log = logging.getLogger("marketplace.notify")
 LEASE_SECONDS = 20  # longer than one send may take with the SES client's timeouts
@@ -90,7 +93,7 @@ def claim(rt: Runtime, envelope: Envelope[Event]) -> tuple[list[Claim], bool]:
 
 def attempt(claim: Claim, sender: str) -> Claim:
     try:
-        claim.provider_message_id = notifications.send(claim.message, sender)
+        claim.provider_message_id = mail.send(claim.message, sender)
         claim.status = "SENT"
     except ProviderError as exc:
         claim.status = "RETRYING" if exc.transient else "FAILED"

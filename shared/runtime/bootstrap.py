@@ -1,0 +1,133 @@
+"""The process's dependencies, built once and injected into every unit of work.
+
+Functions never open connections themselves: tests swap the whole `Runtime`
+(for example one whose publisher is None, so emitted events stay in the
+outbox where the test can read them).
+
+Nothing here connects or imports a client before it is needed: the pool
+connects on the first transaction, Redis is imported and connected on the
+first `rt.redis` (most reactions never touch it), the Kafka producer on the
+first publish. The first `rt.db` checks the schema version (once per process).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.runtime import changes, outbox
+from shared.runtime.config import Settings, settings
+from shared.runtime.db import Database
+from shared.runtime.kafka import KafkaPublisher
+from shared.runtime.schema import SchemaGate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    database: Database
+    publisher: outbox.Producer | None
+    schema: SchemaGate = field(default_factory=SchemaGate, repr=False)
+    _redis: Any = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _closed: bool = field(default=False, repr=False)
+
+    @property
+    def db(self) -> Database:
+        """The pool, once the schema is known to be current (else `SchemaBehind`, a 503)."""
+        self.schema.ensure(self.database)
+        return self.database
+
+    @property
+    def redis(self) -> Any:
+        """A `redis.Redis`, imported and created on first use."""
+        with self._lock:
+            if self._redis is None:
+                import redis  # ~0.1 s: only the functions that hold tickets pay for it
+
+                if not self.settings.redis_url:
+                    raise RuntimeError("REDIS_URL is not set (make run and the tests set it)")
+                self._redis = redis.Redis.from_url(self.settings.redis_url)
+            return self._redis
+
+    def announce(self, subjects: Iterable[str]) -> None:
+        """Tell waiting requests (`GET /bookings/{id}?wait_for=`) these aggregates changed.
+
+        Best effort, as `changes.announce` is. Until this process has a Redis
+        client, the announcement creates it in a background thread: importing
+        redis-py (~0.1 s) must not delay a cold start's first answer, and a late
+        announcement only costs a waiter some latency.
+        """
+        unique = sorted(set(subjects))
+        if not unique:
+            return
+        if self._redis is not None:
+            changes.announce(self._redis, unique)
+            return
+        threading.Thread(target=self._announce_later, args=(unique,), name="announce",
+                         daemon=True).start()
+
+    def _announce_later(self, subjects: list[str]) -> None:
+        try:
+            changes.announce(self.redis, subjects)
+        except Exception as exc:  # no REDIS_URL, say: waiters re-read on their timer
+            log.debug("could not announce %d change(s): %s", len(subjects), exc)
+
+    def publish(self, ids: list[str]) -> None:
+        """Publish freshly committed outbox rows; on failure the relay sends them later."""
+        if self.publisher is None or not ids:
+            return
+        try:
+            outbox.publish(self.database, self.publisher, ids=ids)
+        except Exception:
+            log.warning("publishing %d event(s) failed; the relay will retry", len(ids),
+                        exc_info=True)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.database.close()
+        if self._redis is not None:
+            self._redis.close()
+        if isinstance(self.publisher, KafkaPublisher):
+            self.publisher.close()
+
+
+def build(cfg: Settings | None = None, publish: bool = True) -> Runtime:
+    """The process's runtime; it does not migrate (see `shared.migrations`)."""
+    cfg = cfg or settings()
+    if not cfg.database_url:
+        raise RuntimeError("DATABASE_URL is not set (make run and the tests set it for you)")
+    if not cfg.redis_url:
+        raise RuntimeError("REDIS_URL is not set (make run and the tests set it for you)")
+    publisher = (
+        KafkaPublisher(cfg.kafka_bootstrap_servers)
+        if publish and cfg.kafka_bootstrap_servers
+        else None
+    )
+    return Runtime(cfg, Database(cfg.database_url), publisher)
+
+
+_current: Runtime | None = None
+_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    global _current
+    with _lock:
+        if _current is None:
+            _current = build()
+        return _current
+
+
+def install(rt: Runtime | None) -> None:
+    """Use `rt` for this process from now on (tests), or forget the current one."""
+    global _current
+    with _lock:
+        _current = rt

@@ -1,0 +1,157 @@
+"""A cold start keeps every guarantee, and a function never migrates.
+
+The first event a function handles in a fresh process (functions-framework on
+its own module, as its Knative Service starts it) is handled exactly as a warm
+delivery: one inbox row, the state change, the outbox rows, and a redelivery
+changes nothing. A function that finds the schema older than its code answers
+503 with the reason (KafkaSource retries) until the migrations have run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import pytest
+import requests
+from support import (
+    BOOKING,
+    USER,
+    app,
+    fixture,
+    outbox,
+    post,
+    row,
+    scalar,
+    seed_booking,
+    seed_course,
+)
+
+from shared import migrations
+from shared.edge import tokens
+from shared.runtime import bootstrap
+from shared.runtime.bootstrap import Runtime
+from shared.runtime.config import Settings
+from shared.runtime.db import Database
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = Path(sys.executable).parent / "functions-framework"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def cold_reserve_ticket(rt: Runtime, tmp_path: Path) -> Iterator[str]:
+    """reserve_ticket alone in a new process, started like its Service; yields its URL."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"FUNCTION_TARGET", "FUNCTION_SOURCE"}}
+    env.update({"DATABASE_URL": rt.settings.database_url, "REDIS_URL": rt.settings.redis_url,
+                "PYTHONPATH": str(ROOT), "WORKERS": "1", "THREADS": "2"})
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # emitted events stay in the outbox to be read
+    log = tmp_path / "reserve_ticket.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(CLI), "--target", "reserve_ticket", "--source", "functions/reserve_ticket.py",
+             "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "the function did not open its port"
+                time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def post_binary(url: str, event: dict[str, object]) -> requests.Response:
+    """As KafkaSource forwards a binary-mode record."""
+    headers = {f"ce-{k}": str(v) for k, v in event.items() if k not in {"data", "datacontenttype"}}
+    headers["Content-Type"] = "application/json"
+    return requests.post(url, data=json.dumps(event["data"]), headers=headers, timeout=30)
+
+
+def test_the_first_event_after_a_cold_start_is_handled_like_a_warm_one(
+        rt: Runtime, cold_reserve_ticket: str) -> None:
+    seed_course(rt)
+    seed_booking(rt)
+    event = fixture("booking.requested")
+
+    answer = post_binary(cold_reserve_ticket, event)
+    assert answer.status_code == 200, answer.text
+
+    handled = row(rt, "SELECT consumer, event_type FROM inbox WHERE event_id = :id",
+                  id=event["id"])
+    assert handled == {"consumer": "reserve_ticket", "event_type": "marketplace.booking.requested"}
+    booking = row(rt, "SELECT ticket_id, amount_cents FROM bookings WHERE booking_id = :b",
+                  b=BOOKING)
+    assert booking is not None and booking["ticket_id"] is not None
+    emitted = outbox(rt)
+    assert [e["topic"] for e in emitted] == ["ticket.reserved"]
+    assert emitted[0]["data"]["ticket_id"] == str(booking["ticket_id"])
+    assert emitted[0]["headers"]["ce_source"] == "/marketplace/functions/reserve-ticket"
+
+    again = post_binary(cold_reserve_ticket, event)  # redelivered: nothing changes
+    assert again.status_code == 200
+    assert scalar(rt, "SELECT count(*) FROM inbox") == 1
+    assert len(outbox(rt)) == 1
+    assert scalar(rt, "SELECT count(*) FROM tickets WHERE status = 'RESERVED'") == 1
+
+
+@pytest.fixture
+def unmigrated(rt: Runtime) -> Iterator[Runtime]:
+    """The process's runtime on a database the migrations have not reached yet."""
+    name = "coldstart_behind"
+    with rt.database.connection() as con:
+        con.run(f"DROP DATABASE IF EXISTS {name}")
+        con.run(f"CREATE DATABASE {name}")
+    url = urlunparse(urlparse(rt.settings.database_url)._replace(path=f"/{name}"))
+    behind = bootstrap.build(Settings.from_env({**os.environ, "DATABASE_URL": url}),
+                             publish=False)
+    bootstrap.install(behind)
+    yield behind
+    bootstrap.install(rt)
+    behind.close()
+    with rt.database.connection() as con:
+        con.run(f"DROP DATABASE IF EXISTS {name}")
+
+
+def test_a_function_never_migrates_and_answers_503_while_the_schema_is_behind(
+        unmigrated: Runtime) -> None:
+    event = fixture("booking.requested")
+    token = tokens.issue_access(USER, "user", uuid.uuid4())
+    request = app("my_notifications").test_client().get(
+        "/users/me/notifications", headers={"Authorization": f"Bearer {token}"})
+    for answer in (post("reserve_ticket", event), request):
+        assert answer.status_code == 503
+        assert answer.headers["Content-Type"] == "application/problem+json"
+        problem = answer.get_json()
+        assert problem["title"] == "Schema Behind"
+        assert migrations.latest() in problem["detail"] and "migrations" in problem["detail"]
+    assert not unmigrated.schema.current
+
+    db = Database(unmigrated.settings.database_url, size=1)
+    migrations.migrate(db)  # what the Job does
+    db.close()
+    assert post("reserve_ticket", event).status_code == 200  # no booking: nothing to do
+    assert unmigrated.schema.current
+    with unmigrated.db.transaction() as tx:
+        assert tx.scalar("SELECT count(*) FROM inbox") == 1
