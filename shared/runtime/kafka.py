@@ -36,6 +36,10 @@ class KafkaPublisher:
                 )
             return self._producer
 
+    def warm(self) -> None:
+        """Import the client and connect now, so the first send does not wait for it."""
+        self._get()
+
     def send_all(self, records: list[KafkaRecord]) -> None:
         producer = self._get()
         futures = [
