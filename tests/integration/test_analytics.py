@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 from functions_framework import create_app
-from support import SOURCE, post
+from support import post
 
 from functions.index_event import indexer
 from shared.adapters import search
@@ -33,6 +33,7 @@ from shared.edge import tokens
 from shared.runtime.bootstrap import Runtime
 from shared.runtime.config import settings
 from shared.runtime.envelope import Envelope
+from shared.runtime.routing import source_path
 
 TARGET = "index_event"
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -108,7 +109,7 @@ def test_a_burst_is_indexed_in_few_bulk_calls(rt: Runtime, es: Elasticsearch) ->
     events = [cloudevent(BookingRequested(booking_id=uuid.uuid4(), user_id=uuid.uuid4(),
                                           course_id=uuid.uuid4(), requested_at=T0))
               for _ in range(40)]
-    app = create_app(TARGET, SOURCE)
+    app = create_app(TARGET, str(source_path(TARGET)))
     before = indexer.flushes
 
     def deliver(ce: dict[str, Any]) -> int:
@@ -176,7 +177,7 @@ def play(rt: Runtime, course: uuid.UUID, minute: int = 0) -> None:
 
 
 def get_summary(query: str = "", role: str = "admin") -> Any:
-    client = create_app("analytics", SOURCE).test_client()
+    client = create_app("analytics", str(source_path("analytics"))).test_client()
     token = tokens.issue_access(uuid.uuid4(), role, uuid.uuid4())
     return client.get(f"/analytics/summary{query}", headers={"Authorization": f"Bearer {token}"})
 
