@@ -13,12 +13,14 @@ The Kafka producer (importing kafka-python and connecting take ~0.15 s) is
 warmed by the first publish in a background thread, so a cold start answers
 its first event as soon as the event's state and outbox rows are committed.
 Until the producer is ready, freshly committed ids queue up and are sent in
-order once it is; from then on a publish is synchronous, as before. A crash
-meanwhile leaves the rows in the outbox, where the relay finds them.
+order once it is; from then on a publish is synchronous, as before. A
+process that stops meanwhile (scaled back to zero) waits for that thread at
+exit; a crash leaves the rows in the outbox, where the relay finds them.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from collections.abc import Iterable
@@ -32,6 +34,7 @@ from shared.runtime.kafka import KafkaPublisher
 from shared.runtime.schema import SchemaGate
 
 log = logging.getLogger(__name__)
+EXIT_WAIT_SECONDS = 15.0
 
 
 @dataclass
@@ -95,8 +98,11 @@ class Runtime:
             if not self._producer_ready:
                 if self._pending is None:
                     self._pending = []
-                    threading.Thread(target=self._warm_then_publish, name="producer-warmup",
-                                     daemon=True).start()
+                    warmup = threading.Thread(target=self._warm_then_publish,
+                                              name="producer-warmup", daemon=True)
+                    warmup.start()
+                    # a stopping process sends what it committed before it goes
+                    atexit.register(warmup.join, EXIT_WAIT_SECONDS)
                 self._pending.extend(ids)
                 return
         self._publish_now(ids)
@@ -111,9 +117,10 @@ class Runtime:
 
     def _warm_then_publish(self) -> None:
         """Create the producer, then send what queued meanwhile, oldest first."""
-        if isinstance(self.publisher, KafkaPublisher):
+        warm = getattr(self.publisher, "warm", None)
+        if warm is not None:
             try:
-                self.publisher.warm()
+                warm()
             except Exception:
                 log.warning("the Kafka producer could not start; the relay will send",
                             exc_info=True)

@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from urllib.parse import urlparse, urlunparse
 
 import pytest
 import requests
+from examples import example
 from support import (
     BOOKING,
     USER,
@@ -36,11 +38,14 @@ from support import (
 )
 
 from shared import migrations
+from shared.domain.events import BookingRequested
 from shared.edge import tokens
 from shared.runtime import bootstrap
 from shared.runtime.bootstrap import Runtime
 from shared.runtime.config import Settings
 from shared.runtime.db import Database
+from shared.runtime.envelope import KafkaRecord
+from shared.runtime.reactions import unit_of_work
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).parent / "functions-framework"
@@ -155,3 +160,39 @@ def test_a_function_never_migrates_and_answers_503_while_the_schema_is_behind(
     assert unmigrated.schema.current
     with unmigrated.db.transaction() as tx:
         assert tx.scalar("SELECT count(*) FROM inbox") == 1
+
+
+class SlowProducer:
+    """A producer whose start takes as long as the test wants (kafka-python's import, say)."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.sent: list[str] = []
+
+    def warm(self) -> None:
+        assert self.started.wait(10)
+
+    def send_all(self, records: list[KafkaRecord]) -> None:
+        self.sent.extend(dict(r.headers)["ce_id"].decode() for r in records)
+
+
+def test_the_first_publish_does_not_wait_for_the_producer_and_keeps_the_order(
+        rt: Runtime) -> None:
+    producer = SlowProducer()
+    cold = Runtime(rt.settings, rt.database, producer)
+    ids = []
+    for _ in range(3):  # committed while the producer is still starting: answered at once
+        with unit_of_work("/test", cold) as uow:
+            ids.append(uow.emit(example(BookingRequested)).id)
+    assert producer.sent == []
+    assert scalar(rt, "SELECT count(*) FROM outbox WHERE published_at IS NULL") == 3
+
+    producer.started.set()
+    deadline = time.monotonic() + 10
+    while len(producer.sent) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert producer.sent == ids  # in the order they were committed
+    with unit_of_work("/test", cold) as uow:  # warm now: published before it returns
+        ids.append(uow.emit(example(BookingRequested)).id)
+    assert producer.sent == ids
+    assert scalar(rt, "SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
