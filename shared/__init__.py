@@ -1,1 +1,1 @@
-"""Marketplace's own event library and reaction runtime, shared by every function."""
+"""Marketplace's own code shared by the functions: runtime, edge, domain, adapters, migrations."""

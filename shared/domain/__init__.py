@@ -1,0 +1,1 @@
+"""The business rules: event models, holds, payments, message templates. No I/O clients."""

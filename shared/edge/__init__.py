@@ -1,0 +1,1 @@
+"""What the HTTP functions carry on top of the runtime: routes, problems, tokens, OpenAPI."""
