@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from shared.adapters.passwords import hash_password, matches
 from shared.domain.events import UserRegistered
 from shared.edge import tokens
-from shared.edge.api import Api, Email, Problem, Request, endpoint
+from shared.edge.api import Api, Email, Phone, Problem, Request, endpoint
 from shared.runtime.config import settings
 from shared.runtime.db import Tx
 from shared.runtime.reactions import UnitOfWork, unit_of_work
@@ -33,7 +33,6 @@ MAX_FAILED_LOGINS = 5
 FAILED_LOGIN_WINDOW_SECONDS = 15 * 60
 
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
-Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9 ()-]{5,20}$")]
 
 
 class Register(BaseModel):

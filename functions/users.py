@@ -14,13 +14,13 @@ from typing import Annotated, Any, Literal
 import flask
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-from functions.accounts import Phone
 from shared.adapters import avatars
 from shared.domain.events import UserUpdated
 from shared.edge.api import (
     Api,
     Page,
     PageQuery,
+    Phone,
     Problem,
     Request,
     endpoint,

@@ -64,6 +64,10 @@ Email = Annotated[
 ]
 
 
+# Shared by accounts (registering) and users (changing a profile).
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9 ()-]{5,20}$")]
+
+
 class Problem(Exception):
     """An error answer; raise it anywhere in a view."""
 
