@@ -115,6 +115,7 @@ class ColdStack:
         self.workdir = workdir
         self.servers: list[embedded.EmbeddedServer] = []
         self.env: dict[str, str] = {}
+        self._saved: dict[str, str | None] = {}
 
     def start(self) -> ColdStack:
         env = {k: v for k, v in os.environ.items() if v and k != "MARKETPLACE_LOCAL"}
@@ -131,7 +132,9 @@ class ColdStack:
                     "JWT_SECRET": "coldstart-" + os.urandom(16).hex(),
                     "PYTHONPATH": str(ROOT), "WORKERS": "1", "THREADS": "8"})
         self.env = env
-        os.environ.update({k: env[k] for k in ("JWT_SECRET", "DATABASE_URL", "REDIS_URL")})
+        # This process signs the HTTP functions' tokens with the same secret (put back in stop()).
+        self._saved = {k: os.environ.get(k) for k in ("JWT_SECRET", "DATABASE_URL", "REDIS_URL")}
+        os.environ.update({k: env[k] for k in self._saved})
         settings.cache_clear()
         embedded.create_topics(env["KAFKA_BOOTSTRAP_SERVERS"], [*REGISTRY, DEAD_LETTER_TOPIC],
                                PARTITIONS)
@@ -141,6 +144,13 @@ class ColdStack:
         for server in reversed(self.servers):
             server.stop()
         self.servers.clear()
+        for name, value in self._saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved.clear()
+        settings.cache_clear()
 
 
 # --- one cold start -----------------------------------------------------------------
@@ -233,6 +243,7 @@ def measure(stack: ColdStack, kinds: dict[str, str], runs: int) -> list[Result]:
                                               log))
             print(f"  run {run + 1}/{runs} {target}: "
                   f"{samples[target][-1].first_event_ms:.0f} ms", file=sys.stderr, flush=True)
+    rt.close()
     return [Result(t, kinds[t], service_source(t),
                    statistics.median(s.import_ms for s in samples[t]),
                    statistics.median(s.first_event_ms for s in samples[t]),
@@ -269,9 +280,10 @@ def main(argv: list[str] | None = None) -> int:
         kinds = {t: k for t, k in kinds.items() if t in args.only}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="marketplace-coldstart-") as tmp:
-        stack = ColdStack(Path(os.environ.get("COLDSTART_WORKDIR", tmp))).start()
+        # COLDSTART_WORKDIR keeps each process's log (e.g. with PYTHONPROFILEIMPORTTIME=1)
+        stack = ColdStack(Path(os.environ.get("COLDSTART_WORKDIR", tmp)))
         try:
-            results = measure(stack, kinds, args.runs)
+            results = measure(stack.start(), kinds, args.runs)
         finally:
             stack.stop()
     load_after = os.getloadavg()[0]
