@@ -10,8 +10,9 @@ first `rt.redis` (most reactions never touch it). The first `rt.db` checks the
 schema version (once per process).
 
 The Kafka producer (importing kafka-python and connecting take ~0.15 s) is
-warmed by the first publish in a background thread, so a cold start answers
-its first event as soon as the event's state and outbox rows are committed.
+warmed by the first publish in a background thread that starts once the
+answer has been sent (`after_answer`), so a cold start answers its first event
+as soon as the event's state and outbox rows are committed.
 Until the producer is ready, freshly committed ids queue up and are sent in
 order once it is; from then on a publish is synchronous, as before. A
 process that stops meanwhile (scaled back to zero) waits for that thread at
@@ -23,9 +24,11 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import flask
 
 from shared.runtime import changes, outbox
 from shared.runtime.config import Settings, settings
@@ -35,6 +38,7 @@ from shared.runtime.schema import SchemaGate
 
 log = logging.getLogger(__name__)
 EXIT_WAIT_SECONDS = 15.0
+ANSWER_WAIT_SECONDS = 1.0
 
 
 @dataclass
@@ -81,8 +85,7 @@ class Runtime:
         if self._redis is not None:
             changes.announce(self._redis, unique)
             return
-        threading.Thread(target=self._announce_later, args=(unique,), name="announce",
-                         daemon=True).start()
+        after_answer("announce", lambda: self._announce_later(unique))
 
     def _announce_later(self, subjects: list[str]) -> None:
         try:
@@ -98,9 +101,7 @@ class Runtime:
             if not self._producer_ready:
                 if self._pending is None:
                     self._pending = []
-                    warmup = threading.Thread(target=self._warm_then_publish,
-                                              name="producer-warmup", daemon=True)
-                    warmup.start()
+                    warmup = after_answer("producer-warmup", self._warm_then_publish)
                     # a stopping process sends what it committed before it goes
                     atexit.register(warmup.join, EXIT_WAIT_SECONDS)
                 self._pending.extend(ids)
@@ -156,6 +157,33 @@ def build(cfg: Settings | None = None, publish: bool = True) -> Runtime:
         else None
     )
     return Runtime(cfg, Database(cfg.database_url), publisher)
+
+
+def after_answer(name: str, work: Callable[[], None]) -> threading.Thread:
+    """Run `work` in a background thread, starting once the current answer has been sent.
+
+    The work is a cold process's first import of a client (~0.1 s of CPU);
+    begun during the request it would share the GIL with it and delay the
+    very answer it was moved off. Outside a request it starts at once; if the
+    answer is never closed, after `ANSWER_WAIT_SECONDS` anyway.
+    """
+    sent = threading.Event()
+    if flask.has_request_context():
+        def on_close(response: flask.Response) -> flask.Response:
+            response.call_on_close(sent.set)
+            return response
+
+        flask.after_this_request(on_close)
+    else:
+        sent.set()
+
+    def run() -> None:
+        sent.wait(ANSWER_WAIT_SECONDS)
+        work()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 _current: Runtime | None = None
