@@ -256,6 +256,23 @@ def topics() -> list[str]:
     return sorted([*REGISTRY, DEAD_LETTER_TOPIC])
 
 
+def _job(name: str, component: str, container: Doc) -> Doc:
+    """A run-once Job (retried on failure, cleaned up an hour after it finished)."""
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": _meta(name, component),
+        "spec": {
+            "backoffLimit": 10,
+            "ttlSecondsAfterFinished": 3600,
+            "template": {"spec": {
+                "restartPolicy": "OnFailure",
+                "containers": [{"name": component, **container,
+                                "securityContext": _security()}],
+            }},
+        },
+    }
+
+
 def topics_job() -> Doc:
     """Create every topic once (idempotent); named by the topic list so a new topic reruns it."""
     names = topics()
@@ -264,25 +281,12 @@ def topics_job() -> Doc:
               ' "$KAFKA_BOOTSTRAP_SERVERS" --create --if-not-exists --topic "$t"'
               ' --partitions "$TOPIC_PARTITIONS" --replication-factor'
               ' "$TOPIC_REPLICATION_FACTOR" || exit 1; done')
-    return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": _meta(f"marketplace-topics-{digest}", "topics"),
-        "spec": {
-            "backoffLimit": 10,
-            "ttlSecondsAfterFinished": 3600,
-            "template": {"spec": {
-                "restartPolicy": "OnFailure",
-                "containers": [{
-                    "name": "topics",
-                    "image": KAFKA_IMAGE,
-                    "command": ["sh", "-c", script],
-                    "env": [{"name": "TOPICS", "value": " ".join(names)}],
-                    "envFrom": [{"configMapRef": {"name": CONFIG}}],
-                    "securityContext": _security(),
-                }],
-            }},
-        },
-    }
+    return _job(f"marketplace-topics-{digest}", "topics", {
+        "image": KAFKA_IMAGE,
+        "command": ["sh", "-c", script],
+        "env": [{"name": "TOPICS", "value": " ".join(names)}],
+        "envFrom": [{"configMapRef": {"name": CONFIG}}],
+    })
 
 
 def migrations_job() -> Doc:
@@ -291,24 +295,11 @@ def migrations_job() -> Doc:
     The functions never migrate: one finding an older schema answers 503 until
     this Job has run, so apply it, and wait for it, before the Services (README).
     """
-    return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": _meta(f"marketplace-migrations-{migrations.digest()}", "migrations"),
-        "spec": {
-            "backoffLimit": 10,
-            "ttlSecondsAfterFinished": 3600,
-            "template": {"spec": {
-                "restartPolicy": "OnFailure",
-                "containers": [{
-                    "name": "migrations",
-                    "image": IMAGE,
-                    "command": ["python", "-m", "shared.migrations"],
-                    "envFrom": _env_from(),
-                    "securityContext": _security(),
-                }],
-            }},
-        },
-    }
+    return _job(f"marketplace-migrations-{migrations.digest()}", "migrations", {
+        "image": IMAGE,
+        "command": ["python", "-m", "shared.migrations"],
+        "envFrom": _env_from(),
+    })
 
 
 def config_map() -> Doc:
