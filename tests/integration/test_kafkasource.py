@@ -358,7 +358,7 @@ def test_exhausted_retries_and_connection_errors_are_dead_lettered(
     assert base64.b64decode(by_id[b"evt-f"]["ce_knativeerrordata"]) == (b"boom " * 400)[:1024]
     assert by_id[b"evt-u"]["ce_knativeerrorcode"] == b"0"
     assert by_id[b"evt-u"]["ce_knativeerrordest"] == urls[unreachable.target].encode()
-    assert b"ConnectionError" in base64.b64decode(by_id[b"evt-u"]["ce_knativeerrordata"])
+    assert b"ConnectionRefusedError" in base64.b64decode(by_id[b"evt-u"]["ce_knativeerrordata"])
 
 
 def test_plain_record_is_wrapped_as_a_knative_kafka_event(
