@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,6 @@ class Report:
     injected: list[Injected]
     checks: list[Check]
     bookings: int
-    unattributed_failures: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -211,7 +210,7 @@ def run(rate: float, duration: float, names: list[str], workdir: Path, gap: floa
         strays = attribute(injected, result, grace=5.0)
         drain(stack)
         checks = run_checks(stack, result, strays)
-    return Report(rate, duration, origin, injected, checks, len(result.sessions), strays)
+    return Report(rate, duration, origin, injected, checks, len(result.sessions))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,8 +106,10 @@ def outcomes(db: Database, result: load.LoadResult) -> list[Check]:
     sessions = result.sessions
     lost = [s for s in sessions if s.booking_id is None or s.booking_id not in rows
             or rows[s.booking_id]["status"] in {"PENDING", "AWAITING_PAYMENT"}]
-    wrong = [s for s in sessions if s not in lost and not _expected(s, rows[str(s.booking_id)])]
-    confused = [s for s in sessions if s.error is not None and s not in lost]
+    lost_ids = {s.index for s in lost}
+    found = [s for s in sessions if s.index not in lost_ids]
+    wrong = [s for s in found if not _expected(s, rows[str(s.booking_id)])]
+    confused = [s for s in found if s.error is not None]
     ours = {s.booking_id for s in sessions}
     extra = [b for b in rows if b not in ours]
     twice = [s for s in sessions if s.second_booking_id not in (None, s.booking_id)]
