@@ -18,7 +18,8 @@ COPY functions ./functions
 COPY local ./local
 # No extras: [dev] (tests, linters) and [local] (embedded servers) stay out of the
 # image. The project itself is run from /app below, so only its dependencies stay.
-RUN /opt/venv/bin/pip install . \
+# --no-compile: the final stage compiles everything once, in the mode it needs (below).
+RUN /opt/venv/bin/pip install --no-compile . \
  && /opt/venv/bin/pip uninstall --yes marketplace
 
 # --- run: the venv, the sources, a user without privileges ------------------------
@@ -31,8 +32,14 @@ WORKDIR /app
 COPY shared ./shared
 COPY functions ./functions
 COPY local ./local
-# Bytecode now, once: with PYTHONDONTWRITEBYTECODE every cold start would compile them.
-RUN /opt/venv/bin/python -m compileall -q /app/shared /app/functions /app/local
+# Bytecode now, once, for the dependencies and our sources: with PYTHONDONTWRITEBYTECODE
+# (and a user who could not write it anyway) a .pyc that does not match its source is
+# ignored and every cold start compiles from source, 0.7 s instead of 0.2 s for a simple
+# reaction (measured with no usable .pyc). "unchecked-hash" .pyc files do not depend on
+# file times, which a copy between stages or BuildKit's rewrite-timestamp may change;
+# the image's sources never change after this step.
+RUN /opt/venv/bin/python -m compileall -q -f -j 0 --invalidation-mode unchecked-hash \
+        /opt/venv/lib /app/shared /app/functions /app/local
 # functions-framework reads FUNCTION_TARGET and PORT itself; its gunicorn runs
 # WORKERS x THREADS, and THREADS matches the Services' containerConcurrency.
 ENV PATH=/opt/venv/bin:$PATH \

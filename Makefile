@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-integration test-e2e lint schemas bench chaos cold-start demo consistency manifests migrate clean
+.PHONY: install run test test-unit test-integration test-e2e lint schemas bench chaos cold-start demo consistency manifests migrate dead-letters redrive clean
 
 install: $(STAMP)
 
@@ -54,6 +54,12 @@ demo: install
 
 consistency: install
 	$(BIN)/python -m local.consistency
+
+dead-letters: install
+	$(BIN)/python -m local.dead_letters list $(DEAD_LETTERS_ARGS)
+
+redrive: install
+	$(BIN)/python -m local.dead_letters redrive $(REDRIVE_ARGS)
 
 manifests: install
 	$(BIN)/python -m local.manifests

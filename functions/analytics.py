@@ -33,6 +33,8 @@ from shared.edge.api import Api, Problem, Request, endpoint
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
 
+    from shared.adapters.cluster import Cluster
+
 api = Api()
 TERMINAL = {"booking.confirmed": "CONFIRMED", "booking.cancelled": "CANCELLED",
             "booking.expired": "EXPIRED", "booking.rejected": "REJECTED"}
@@ -78,7 +80,7 @@ def figures(type_buckets: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def summary(es: Elasticsearch, course_id: uuid.UUID | None = None,
+def summary(es: Elasticsearch | Cluster, course_id: uuid.UUID | None = None,
             start: datetime | None = None, end: datetime | None = None) -> dict[str, Any]:
     search.ensure_index(es)
     filters: list[dict[str, Any]] = []
@@ -115,7 +117,7 @@ def get_summary(request: Request) -> object:
     """Event counts, bookings by final status, revenue, conversion and expiry, per course."""
     query: SummaryQuery = request.query
     try:
-        return summary(search.client(), query.course_id, query.start, query.end)
+        return summary(search.cluster(), query.course_id, query.start, query.end)
     except Exception as exc:
         raise Problem(503, "Service Unavailable", f"search is not answering: "
                       f"{type(exc).__name__}") from exc

@@ -1,4 +1,7 @@
-"""The HTTP function behind /bookings: request a booking, pay for it, cancel it, read it."""
+"""The HTTP function behind /bookings: request a booking, pay for it, cancel it, read it.
+
+Also its history, `GET /bookings/{id}/timeline` (read by `shared.domain.timeline`).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from typing import Annotated, Any, Literal
 import flask
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from shared.domain import holds, payments
+from shared.domain import holds, payments, timeline
 from shared.domain.events import BookingCancelled, BookingRequested, PaymentFailed, PaymentSucceeded
 from shared.edge.api import (
     Api,
@@ -22,11 +25,12 @@ from shared.edge.api import (
     Request,
     conflict,
     endpoint,
+    equal_to,
     not_found,
     page_of,
     select_page,
 )
-from shared.runtime import changes
+from shared.runtime import changes, tracing
 from shared.runtime.bootstrap import runtime
 from shared.runtime.db import Row
 from shared.runtime.reactions import UnitOfWork, unit_of_work
@@ -136,9 +140,10 @@ def request_booking(request: Request) -> object:
                                   "this Idempotency-Key was used with a different body")
                 return first["status_code"], first["response"]
         row = uow.tx.one(
-            "INSERT INTO bookings (booking_id, course_id, user_id) VALUES (:b, :c, :u)"
-            " RETURNING created_at",
+            "INSERT INTO bookings (booking_id, course_id, user_id, trace_context)"
+            " VALUES (:b, :c, :u, :t) RETURNING created_at",
             b=booking_id, c=body.course_id, u=user.user_id,
+            t=tracing.current_traceparent() or None,  # the whole saga continues this trace
         )
         assert row is not None
         uow.emit(BookingRequested(booking_id=booking_id, user_id=user.user_id,
@@ -157,11 +162,8 @@ def list_bookings(request: Request) -> object:
             raise Problem(403, "Forbidden", "only an admin may list other users' bookings")
         where.append("user_id = :me")
         params["me"] = user.user_id
-    for column in ("status", "course_id", "user_id"):
-        value = getattr(query, column)
-        if value is not None:
-            where.append(f"{column} = :{column}")
-            params[column] = value
+    equal_to(where, params, status=query.status, course_id=query.course_id,
+             user_id=query.user_id)
     with unit_of_work(SOURCE) as uow:
         rows, total = select_page(uow.tx, "bookings", where, params,
                                   "created_at DESC, booking_id", query)
@@ -196,6 +198,15 @@ def get_booking(request: Request) -> object:
                               query.timeout)
 
 
+@api.route("GET", "/bookings/<uuid:booking_id>/timeline", roles=ANYONE_SIGNED_IN,
+           response=timeline.Timeline, errors=(404,))
+def booking_timeline(request: Request) -> object:
+    """The booking's saga: every event, who emitted and handled it and when, what was sent."""
+    with unit_of_work(SOURCE) as uow:
+        booking = own_booking(uow, request.params["booking_id"], request.user)
+        return timeline.read(uow.tx, booking)
+
+
 @api.route("POST", "/bookings/<uuid:booking_id>/payment", body=Payment, roles=ANYONE_SIGNED_IN,
            response=PaymentAccepted, status=202, errors=(400, 404, 409))
 def pay(request: Request) -> object:
@@ -208,6 +219,7 @@ def pay(request: Request) -> object:
         }])
     with unit_of_work(SOURCE) as uow:
         booking = own_booking(uow, request.params["booking_id"], request.user, "FOR SHARE")
+        tracing.adopt(booking["trace_context"])  # paying is part of the booking's trace
         if booking["user_id"] != request.user.user_id:
             raise not_found("booking")  # an admin may read it, only its user pays it
         if booking["status"] != "AWAITING_PAYMENT" or booking["hold_expires_at"] <= uow.now:
@@ -243,9 +255,11 @@ def cancel(request: Request) -> object:
     """Cancel a booking that is pending or awaiting payment; its ticket goes back on sale."""
     with unit_of_work(SOURCE) as uow:
         booking = own_booking(uow, request.params["booking_id"], request.user, "FOR UPDATE")
+        tracing.adopt(booking["trace_context"])  # so is cancelling
         if booking["status"] not in {"PENDING", "AWAITING_PAYMENT"}:
             raise conflict(f"the booking is {booking['status']} and can no longer be cancelled")
-        holds.close_hold(uow.redis, booking["booking_id"], booking["hold_expires_at"])
+        holds.close_hold(uow.redis, booking["booking_id"], booking["hold_expires_at"],
+                         booking["trace_context"])
         uow.tx.execute(
             "UPDATE bookings SET status = 'CANCELLED', reason = 'user_cancelled',"
             " updated_at = now() WHERE booking_id = :b", b=booking["booking_id"],

@@ -22,9 +22,12 @@ import flask
 from pydantic import BaseModel
 
 from shared.edge.api import Api, Problem, Request, endpoint
+from shared.runtime import metrics
 from shared.runtime.bootstrap import runtime
+from shared.runtime.gauges import SystemGauges
 
 api = Api()
+metrics.add_collector(SystemGauges())  # outbox and holds, for the whole system
 TIMEOUT = 2.0
 
 

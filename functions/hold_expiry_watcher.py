@@ -19,11 +19,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
 from shared.domain import holds
+from shared.runtime import logs, tracing
 from shared.runtime.config import settings
 from shared.runtime.envelope import Envelope, to_http_binary, to_kafka
 from shared.runtime.kafka import KafkaPublisher
@@ -56,19 +58,35 @@ def watch(redis_url: str, publish: Publish, stop: threading.Event,
                 message = pubsub.get_message(timeout=0.5)
                 if message is None:
                     continue
-                parsed = holds.parse_key(message["data"].decode())
-                if parsed is None:
-                    continue
-                try:
-                    publish(holds.expiry_event(*parsed, "watcher", SOURCE))
-                except Exception:  # the broker is away: the sweeper finds this hold
-                    log.warning("could not publish the expiry of %s; the sweeper will",
-                                parsed[0], exc_info=True)
+                _expired(message["data"].decode(), publish)
         except (redis.ConnectionError, OSError):
             log.warning("lost the Redis connection; reconnecting", exc_info=True)
             stop.wait(1.0)
         finally:
             client.close()
+
+
+def _expired(name: str, publish: Publish) -> None:
+    """Publish the expiry a key's name describes, in its booking's trace."""
+    parsed = holds.parse_key(name)
+    if parsed is None:
+        return
+    started = time.perf_counter()
+    span = tracing.begin("hold_expiry_watcher", "internal", holds.trace_of_key(name))
+    envelope = holds.expiry_event(*parsed, "watcher", SOURCE, traceparent=span.traceparent)
+    span.attributes.update({"cloudevents.event_id": envelope.id,
+                            "cloudevents.event_type": envelope.type,
+                            "cloudevents.event_subject": envelope.subject})
+    outcome = "published"
+    try:
+        publish(envelope)
+    except Exception:  # the broker is away: the sweeper finds this hold
+        outcome = "transient"
+        log.warning("could not publish the expiry of %s; the sweeper will",
+                    parsed[0], exc_info=True)
+    tracing.end(span, "" if outcome == "published" else "not published")
+    logs.event("hold_expiry_watcher", envelope.id, envelope.type, envelope.subject,
+               span.trace_id, outcome, time.perf_counter() - started, 1)
 
 
 def kafka_publisher(bootstrap: str) -> Publish:
@@ -90,7 +108,7 @@ def sink_publisher(sink: str) -> Publish:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO)
+    logs.setup()
     cfg = settings()
     sink = os.environ.get("K_SINK")
     publish = sink_publisher(sink) if sink else kafka_publisher(cfg.kafka_bootstrap_servers)

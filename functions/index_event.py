@@ -36,7 +36,7 @@ def enrich(docs: list[dict[str, Any]]) -> None:
             doc.setdefault("user_id", str(row["user_id"]))
 
 
-indexer = search.BulkIndexer(lambda: search.client(), enrich)
+indexer = search.BulkIndexer(lambda: search.cluster(), enrich)
 
 
 @effect(*(spec.model for spec in REGISTRY.values()), ordering="unordered")

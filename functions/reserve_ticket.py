@@ -32,6 +32,7 @@ def reserve_ticket(event: BookingRequested, uow: UnitOfWork) -> Emitted:
         return None  # cancelled meanwhile, or settled by an earlier delivery
 
     def unavailable(reason: UnavailableReason) -> TicketUnavailable:
+        uow.outcome = reason  # a business outcome, counted as such
         return TicketUnavailable(
             booking_id=event.booking_id, course_id=event.course_id,
             user_id=event.user_id, reason=reason,

@@ -16,7 +16,8 @@ from shared.runtime.reactions import Emitted, UnitOfWork, reaction
 @reaction(PaymentSucceeded, PaymentFailed)
 def settle_booking(event: PaymentSucceeded | PaymentFailed, uow: UnitOfWork) -> Emitted:
     booking = uow.tx.one(
-        "SELECT booking_id, user_id, course_id, ticket_id, status, hold_expires_at FROM bookings"
+        "SELECT booking_id, user_id, course_id, ticket_id, status, hold_expires_at, trace_context"
+        " FROM bookings"
         " WHERE booking_id = :b FOR UPDATE",
         b=event.booking_id,
     )
@@ -24,7 +25,8 @@ def settle_booking(event: PaymentSucceeded | PaymentFailed, uow: UnitOfWork) -> 
         return None
     waiting = booking["status"] == "AWAITING_PAYMENT"
     if waiting:  # confirmed or cancelled below: the hold is over either way
-        holds.close_hold(uow.redis, event.booking_id, booking["hold_expires_at"])
+        holds.close_hold(uow.redis, event.booking_id, booking["hold_expires_at"],
+                         booking["trace_context"])
 
     if isinstance(event, PaymentFailed):
         if not waiting:
@@ -57,6 +59,7 @@ def settle_booking(event: PaymentSucceeded | PaymentFailed, uow: UnitOfWork) -> 
     )
     if booking["status"] == "CONFIRMED" or not refunded:
         return None
+    uow.outcome = "refunded"
     reasons = {"EXPIRED": "booking_expired", "CANCELLED": "booking_cancelled"}
     return PaymentRefunded(
         payment_id=event.payment_id, booking_id=event.booking_id,

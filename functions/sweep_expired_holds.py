@@ -11,9 +11,11 @@ BATCH = 1000
 @scheduled("* * * * *")
 def sweep_expired_holds(uow: UnitOfWork) -> Emitted:
     overdue = uow.tx.all(
-        "SELECT booking_id, hold_expires_at FROM bookings"
+        "SELECT booking_id, hold_expires_at, trace_context FROM bookings"
         " WHERE status = 'AWAITING_PAYMENT' AND hold_expires_at <= now()"
         " ORDER BY hold_expires_at LIMIT :n",
         n=BATCH,
     )
-    return [holds.expiry_event(r["booking_id"], r["hold_expires_at"], "sweeper") for r in overdue]
+    # Each expiry continues its booking's trace (the runtime adds this function's span there).
+    return [holds.expiry_event(r["booking_id"], r["hold_expires_at"], "sweeper",
+                               traceparent=r["trace_context"]) for r in overdue]

@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from local import load, seed
+from local import hops, load, seed
 from local.benchrun import Bench, Figures
 from local.stack import Stack, StackConfig, free_port
 
@@ -151,6 +151,11 @@ def render(fig: Figures, report: dict[str, Any]) -> str:
     ]
     for role, value in sorted(fig.cpu_ms.items(), key=lambda item: -item[1]):
         lines.append(f"    {role:<38} {value:8.1f}")
+    if fig.hops:
+        lines.append("  saga hops, event written -> its function starts (local.hops):")
+        for hop, q in fig.hops.items():
+            lines.append(f"    {hop:<40} p50 {q['p50']:5.0f} ms  p95 {q['p95']:5.0f} ms"
+                         f"  p99 {q['p99']:5.0f} ms  ({q['n']:.0f})")
     for host, functions in fig.functions.items():
         lines.append(f"  {host} host, per function: calls/s, mean wall ms, mean CPU ms,"
                      " p99 wall at most")
@@ -209,10 +214,12 @@ def main(argv: list[str] | None = None) -> None:
                              sweep_interval_seconds=5 if expires else None)
         with Stack(config) as stack:
             assert stack.runtime is not None
-            seed.seed_admin(stack.runtime, *ADMIN)
+            runtime = stack.runtime
+            seed.seed_admin(runtime, *ADMIN)
             bench = Bench(stack.api_url, load.login(stack.api_url, *ADMIN),
                           load.register_users(stack.api_url, args.users), stack.pids,
-                          {"api": stack.api_url, "reactions": stack.reactions_url})
+                          {"api": stack.api_url, "reactions": stack.reactions_url},
+                          hops=lambda since, until: hops.hop_latency(runtime.db, since, until))
             report: dict[str, Any] = {"started": datetime.now(UTC).isoformat(),
                                       "hold_ttl_seconds": hold_ttl, "loadavg": os.getloadavg()}
             if args.max:

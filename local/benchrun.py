@@ -59,6 +59,7 @@ class Figures:
     to_confirmed_ms: list[tuple[float, float]] = field(default_factory=list, repr=False)
     cpu_ms: dict[str, float] = field(default_factory=dict)  # per confirmed booking, per role
     functions: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    hops: dict[str, dict[str, float]] = field(default_factory=dict)  # see local.hops
     loadavg: tuple[float, float] = (0.0, 0.0)
     machine_busy: float = 0.0  # cores busy on average in the window, all processes
     others_busy: float = 0.0  # of which not ours (other engineers' work): noise
@@ -102,6 +103,7 @@ class Figures:
             "request_to_held_ms": self.latency("held"),
             "pay_to_confirmed_ms": self.latency("confirmed"),
             "cpu_ms_per_confirmed_booking": self.cpu_ms, "functions": self.functions,
+            "hops_ms": self.hops,
             "loadavg_1min": {"before": self.loadavg[0], "after": self.loadavg[1]},
             "machine_busy_cores": round(self.machine_busy, 2),
             "other_processes_busy_cores": round(self.others_busy, 2),
@@ -119,6 +121,8 @@ class Bench:
     pids: Callable[[], dict[str, int]]  # role -> leader pid, read at each sample (restarts)
     hosts: dict[str, str]  # "api"/"reactions" -> base URL, for /__timing
     session: load.SessionSettings = field(default_factory=load.SessionSettings)
+    # (window start, end) in epoch seconds -> "topic -> function" -> p50/p95/p99 ms (local.hops)
+    hops: Callable[[float, float], dict[str, dict[str, float]]] | None = None
 
     def timing(self) -> dict[str, dict[str, Any]]:
         found = {}
@@ -164,7 +168,10 @@ class Bench:
             run.abort()
             raise
         result = run.join()
-        return figures(self, result, before, after, rate, mix)
+        fig = figures(self, result, before, after, rate, mix)
+        if self.hops is not None:
+            fig.hops = self.hops(before.at, after.at)
+        return fig
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -77,7 +77,8 @@ def run_checks(stack: Stack, result: load.LoadResult, strays: list[str]) -> list
         dead_letters(stack.env["KAFKA_BOOTSTRAP_SERVERS"]),
         Check("every client-visible failure fell in a fault and was retried", len(strays) + sum(
             1 for a in result.failed_attempts() if not a.recovered),
-            f"{len(result.failed_attempts())} failed attempts, {len(strays)} outside a fault"),
+            f"{len(result.failed_attempts())} failed attempts, {len(strays)} outside a fault"
+            + (f" (first: {strays[0]})" if strays else "")),
     ]
 
 

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from local import coldstart_cases, embedded
 from local.coldstart_cases import Request, World
-from local.stack import PARTITIONS, ROOT, free_port
+from local.stack import ROOT, free_port, topic_partitions
 from shared import migrations
 from shared.domain.events import DEAD_LETTER_TOPIC, REGISTRY
 from shared.runtime.bootstrap import build
@@ -137,7 +137,7 @@ class ColdStack:
         os.environ.update({k: env[k] for k in self._saved})
         settings.cache_clear()
         embedded.create_topics(env["KAFKA_BOOTSTRAP_SERVERS"], [*REGISTRY, DEAD_LETTER_TOPIC],
-                               PARTITIONS)
+                               topic_partitions(env))
         return self
 
     def stop(self) -> None:

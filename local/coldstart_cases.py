@@ -194,10 +194,15 @@ def create_profile(tx: Tx, w: World) -> Request:
                                  registered_at=datetime.now(UTC)))
 
 
-def index_event(tx: Tx, w: World) -> Request:
-    booking, _ = _booking(tx, w, "PENDING", ticket=False)
-    return _event(BookingRequested(booking_id=booking, user_id=w.user, course_id=w.course,
-                                   requested_at=datetime.now(UTC)))
+index_event = reserve_ticket  # the same booking.requested, indexed as a document
+
+
+def record_dead_letter(tx: Tx, w: World) -> Request:
+    """What the dead-letter topic's KafkaSource forwards: the event and Knative's extensions."""
+    request = reserve_ticket(tx, w)
+    return Request("POST", "/", {
+        **request.headers, "ce-knativeerrordest": "http://127.0.0.1:1/reserve-ticket/",
+        "ce-knativeerrorcode": "422", "ce-knativeerrordata": "PHA+Y29sZDwvcD4="}, request.body)
 
 
 def _json(method: str, path: str, headers: dict[str, str], body: object | None = None
@@ -212,6 +217,7 @@ CASES: dict[str, Case] = {
     "expire_booking": expire_booking, "settle_ticket": settle_ticket,
     "cancel_open_payment": cancel_open_payment, "create_profile": create_profile,
     "send_notifications": send_notifications, "index_event": index_event,
+    "record_dead_letter": record_dead_letter,
     "sweep_expired_holds": lambda tx, w: _ping(),
     "relay_outbox": lambda tx, w: _ping(),
     # HTTP: the request a cold instance most likely gets first
@@ -226,6 +232,8 @@ CASES: dict[str, Case] = {
         **w.token(w.user, "user"), "Idempotency-Key": uuid.uuid4().hex},
         {"course_id": str(w.course)}),
     "analytics": lambda tx, w: _json("GET", "/analytics/summary", w.token(w.admin, "admin")),
+    "dead_letters": lambda tx, w: _json("GET", "/admin/dead-letters",
+                                        w.token(w.admin, "admin")),
     "health": lambda tx, w: _json("GET", "/healthz", {}),
     "api_docs": lambda tx, w: _json("GET", "/openapi.json", {}),
 }

@@ -178,15 +178,21 @@ def start_kafka(workdir: Path) -> EmbeddedServer:
     return server
 
 
-def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = 4) -> None:
+_topic_log = logging.getLogger("marketplace.topics")
+
+
+def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = 4) -> dict[str, int]:
     """Create topics (existing ones are left alone) and wait until metadata lists them.
 
     Explicit creation matters because Tansu auto-creates topics on first
-    produce with its own partition count.
+    produce with its own partition count. Returns each topic's partition
+    count as the broker reports it; an existing topic with another count is
+    kept (adding partitions moves keys to other partitions, README "Scaling
+    out") and logged, so a changed `TOPIC_PARTITIONS` never fails silently.
     """
     wanted = sorted(set(topics))
     if not wanted:
-        return
+        return {}
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     try:
         missing = [t for t in wanted if t not in set(admin.list_topics())]
@@ -214,7 +220,12 @@ def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = 4) ->
                 and all(p["leader_id"] >= 0 for p in t["partitions"])
             }
             if visible >= set(wanted):
-                return
+                counts = {t["name"]: len(t["partitions"]) for t in described
+                          if t["name"] in visible}
+                for name in sorted(t for t, n in counts.items() if n != partitions):
+                    _topic_log.warning("topic %s has %d partitions, not %d: left as it is",
+                                       name, counts[name], partitions)
+                return counts
             if time.monotonic() > deadline:
                 raise RuntimeError(
                     f"topics not visible in metadata: {sorted(set(wanted) - visible)}"

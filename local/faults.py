@@ -1,10 +1,12 @@
-"""Faults a function host can be told to play, for the fault-injection run (`make chaos`).
+"""Faults a function host can be told to play: for `make chaos` and the dead-letter tests.
 
 Only a host started with `MARKETPLACE_FAULTS_FILE` set looks for faults, so
-`make run` and the tests never pay for it. The run writes the file; the host
-reads it again when it changes (one `stat` per request). Today there is one
-fault: answering slowly, past the KafkaSource's delivery timeout, so the same
-event is delivered again while the first attempt is still to commit.
+`make run` never pays for it (the end-to-end stack pays one `stat` per
+request). The run writes the file; the host reads it again when it changes.
+Two faults: answering slowly, past the KafkaSource's delivery timeout, so the
+same event is delivered again while the first attempt is still to commit;
+and refusing one booking's events with a 4xx, as a bug would, so they are
+dead-lettered (the test "fixes" it by clearing the file, then redrives).
 """
 
 from __future__ import annotations
@@ -22,40 +24,63 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 def slow_down(path: Path, prefix: str, seconds: float, for_seconds: float) -> None:
     """From now, for `for_seconds`, requests under `prefix` wait `seconds` before being handled."""
+    _write(path, {"slow": {"prefix": prefix, "seconds": seconds,
+                           "until": time.time() + for_seconds}})
+
+
+def refuse(path: Path, prefix: str, subject: str, status: int = 422) -> None:
+    """From now until `clear`, requests under `prefix` about `subject` are answered `status`."""
+    _write(path, {"refuse": {"prefix": prefix, "subject": subject, "status": status}})
+
+
+def clear(path: Path) -> None:
+    """No fault any more."""
+    _write(path, {})
+
+
+def _write(path: Path, faults: dict[str, Any]) -> None:
     partial = path.with_suffix(".tmp")
-    partial.write_text(json.dumps({"slow": {"prefix": prefix, "seconds": seconds,
-                                            "until": time.time() + for_seconds}}))
+    partial.write_text(json.dumps(faults))
     partial.replace(path)
 
 
 class FaultyHost:
-    """WSGI middleware: delay the requests the faults file names, while it says so."""
+    """WSGI middleware: delay or refuse the requests the faults file names, while it says so."""
 
     def __init__(self, app: WSGIApp, path: Path) -> None:
         self.app = app
         self.path = path
         self._seen: float | None = None
-        self._slow: dict[str, Any] = {}
+        self._faults: dict[str, Any] = {}
 
     def _current(self) -> dict[str, Any]:
         try:
-            changed = self.path.stat().st_mtime
+            changed = self.path.stat().st_mtime_ns
         except OSError:
             return {}
         if changed != self._seen:
             try:
-                self._slow = json.loads(self.path.read_text()).get("slow", {})
+                self._faults = json.loads(self.path.read_text())
             except (OSError, ValueError):
-                self._slow = {}
+                self._faults = {}
             self._seen = changed
-        return self._slow
+        return self._faults
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
                  ) -> Iterable[bytes]:
-        slow = self._current()
-        if (slow and time.time() < slow["until"]
-                and environ.get("PATH_INFO", "").startswith(slow["prefix"])):
+        faults = self._current()
+        path = environ.get("PATH_INFO", "")
+        slow, refused = faults.get("slow"), faults.get("refuse")
+        if slow and time.time() < slow["until"] and path.startswith(slow["prefix"]):
             time.sleep(slow["seconds"])
+        if (refused and path.startswith(refused["prefix"])
+                and environ.get("HTTP_CE_SUBJECT") == refused["subject"]):
+            environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            body = json.dumps({"title": "Injected Fault", "status": refused["status"],
+                               "detail": "refused by a fault the test injected"}).encode()
+            start_response(f"{refused['status']} Refused", [
+                ("Content-Type", "application/problem+json"), ("Content-Length", str(len(body)))])
+            return [body]
         return self.app(environ, start_response)
 
 

@@ -25,6 +25,7 @@ from functions_framework._http.gunicorn import GunicornApplication
 
 from local import faults
 from local.timing import Timing
+from shared.runtime import logs, metrics
 from shared.runtime.routing import load, source_path
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", "16")))
     args = parser.parse_args(argv)
+    logs.setup()  # LOG_FORMAT: json, or text under `make run`
     if args.role == "function":
         if not args.target:
             parser.error("`function` needs the name of the function")
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         app = api_app() if args.role == "api" else reactions_app()
     app = faults.wrap(app)  # only under `make chaos`
     app = Timing(app)  # GET /__timing: calls, wall and CPU time per function (make bench)
+    app = metrics.in_front_of(app)  # GET /metrics: this host's functions, every worker
     GunicornApplication(  # type: ignore[no-untyped-call]
         app, args.host, args.port, False, threads=args.threads, accesslog=None
     ).run()

@@ -13,7 +13,7 @@ files differ from `render()`.
 
 Layout: `knative/base` (everything, namespace-free) and the overlays
 `knative/overlays/{dev,prod}` (namespace, image tag, Kafka bootstrap, topic
-partitions, replica bounds, host).
+partitions, consumers, replica bounds, host).
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ WATCHER = "hold-expiry-watcher"
 INGRESS = "marketplace"
 
 # A booking's happy path passes these topics once each: their consumers are
-# the busiest, so their KafkaSources scale consumers on lag with KEDA.
+# the busiest, so their KafkaSources scale consumers on lag with KEDA (from 1 up
+# to the partition count; KEDA then owns `spec.consumers`, see kafka_source()).
 HOT_TOPICS = frozenset({"booking.requested", "ticket.reserved", "payment.requested",
                         "payment.succeeded", "booking.confirmed"})
 KEDA_LAG_THRESHOLD = "20"
@@ -75,6 +76,27 @@ SOURCES_API = "sources.knative.dev/v1"
 SERVING_API = "serving.knative.dev/v1"
 
 Doc = dict[str, Any]
+
+# Prometheus' usual pod annotations: each function answers GET /metrics on its own port.
+SCRAPE = {"prometheus.io/scrape": "true", "prometheus.io/port": str(PORT),
+          "prometheus.io/path": "/metrics"}
+
+
+BASE_CONSUMERS = 1  # Knative's own default, written out so an overlay has something to patch
+
+
+def check_consumers(where: str, consumers: int, partitions: int) -> None:
+    """Refuse a consumer count the topics cannot feed.
+
+    Kafka gives each partition to one consumer of a group: consumers beyond the
+    partition count hold nothing and idle, while each still costs a dispatcher
+    slot. Fewer than one stops the function's deliveries altogether.
+    """
+    if partitions < 1:
+        raise ValueError(f"{where}: {partitions} partitions per topic; at least 1")
+    if not 1 <= consumers <= partitions:
+        raise ValueError(f"{where}: {consumers} consumers for {partitions} partitions per topic;"
+                         " from 1 up to the partition count")
 
 
 @dataclass(frozen=True)
@@ -92,6 +114,12 @@ class Overlay:
     max_scale: int
     endpoint_min_scale: int  # > 0 keeps the HTTP edge warm (no cold start on a request)
     extra_config: dict[str, str] = field(default_factory=dict)
+    # `spec.consumers` of every KafkaSource KEDA does not scale: one setting for the
+    # environment, not one per function (README, "Scaling out", says why).
+    consumers: int = 1
+
+    def __post_init__(self) -> None:
+        check_consumers(self.name, self.consumers, self.partitions)
 
 
 OVERLAYS = (
@@ -102,9 +130,12 @@ OVERLAYS = (
     Overlay("prod", "marketplace", "registry.example.com/marketplace", "0.1.0",
             ("kafka-0.kafka.svc:9092", "kafka-1.kafka.svc:9092", "kafka-2.kafka.svc:9092"),
             "marketplace.example.com",
-            partitions=12, replication=3, max_scale=20, endpoint_min_scale=1),
+            partitions=12, replication=3, max_scale=20, endpoint_min_scale=1,
+            # an OpenTelemetry Collector's OTLP/HTTP receiver (a placeholder, like the rest)
+            extra_config={"OTEL_EXPORTER_OTLP_ENDPOINT":
+                          "http://otel-collector.observability.svc:4318"}),
 )
-BASE_PARTITIONS = 4
+BASE_PARTITIONS = 4  # the local stack's default too (local.stack.PARTITIONS; a test checks)
 
 
 # --- objects -------------------------------------------------------------------
@@ -145,7 +176,9 @@ def service(target: str, name: str, component: str) -> Doc:
             "metadata": {"labels": {"app.kubernetes.io/name": name,
                                     "app.kubernetes.io/part-of": PART_OF},
                          "annotations": {"autoscaling.knative.dev/min-scale": "0",
-                                         "autoscaling.knative.dev/max-scale": "10"}},
+                                         "autoscaling.knative.dev/max-scale": "10",
+                                         # every function serves GET /metrics on its port
+                                         **SCRAPE}},
             "spec": {
                 "containerConcurrency": THREADS,
                 "timeoutSeconds": SERVICE_TIMEOUT_SECONDS,
@@ -158,7 +191,8 @@ def service(target: str, name: str, component: str) -> Doc:
                             {"name": "FUNCTION_SOURCE",
                              "value": f"{APP_DIR}/{module_of(target)}"},
                             {"name": "WORKERS", "value": "1"},
-                            {"name": "THREADS", "value": str(THREADS)}],
+                            {"name": "THREADS", "value": str(THREADS)},
+                            {"name": "OTEL_SERVICE_NAME", "value": name}],
                     "envFrom": _env_from(),
                     "resources": {"requests": {"cpu": cpu, "memory": "192Mi"},
                                   "limits": {"memory": "512Mi"}},
@@ -173,9 +207,16 @@ def service(target: str, name: str, component: str) -> Doc:
 
 
 def kafka_source(reaction: Reaction) -> Doc:
-    """The KafkaSource feeding one reaction, with the delivery rules the functions expect."""
+    """The KafkaSource feeding one reaction, with the delivery rules the functions expect.
+
+    `spec.consumers` is the KafkaSource's scale subresource: under KEDA the
+    autoscaler writes it, so a source KEDA scales leaves it out (every
+    `kubectl apply` would otherwise reset it, and rebalance the group, until
+    KEDA scaled it back); the others get BASE_CONSUMERS, which an overlay patches.
+    """
     annotations: dict[str, str] = {}
-    if HOT_TOPICS & set(reaction.topics):
+    keda = bool(HOT_TOPICS & set(reaction.topics))
+    if keda:
         annotations = {
             "autoscaling.eventing.knative.dev/class": "keda.autoscaling.knative.dev",
             "autoscaling.eventing.knative.dev/min-scale": "1",
@@ -184,8 +225,13 @@ def kafka_source(reaction: Reaction) -> Doc:
             "autoscaling.eventing.knative.dev/lag-threshold": KEDA_LAG_THRESHOLD,
         }
     for topic in reaction.topics:
-        if topic not in REGISTRY:
+        if topic not in REGISTRY and topic != DEAD_LETTER_TOPIC:
             raise ValueError(f"{reaction.target} subscribes to {topic!r}, unknown to the registry")
+    delivery: Doc = {"retry": RETRY, "backoffPolicy": BACKOFF_POLICY,
+                     "backoffDelay": BACKOFF_DELAY, "timeout": DELIVERY_TIMEOUT}
+    if DEAD_LETTER_TOPIC not in reaction.topics:  # a dead letter is never dead-lettered again
+        delivery["deadLetterSink"] = {"ref": {"apiVersion": KAFKA_SINK_API, "kind": "KafkaSink",
+                                              "name": DEAD_LETTER_SINK}}
     return {
         "apiVersion": SOURCES_API, "kind": "KafkaSource",
         "metadata": _meta(reaction.name, "source", annotations),
@@ -193,14 +239,10 @@ def kafka_source(reaction: Reaction) -> Doc:
             "bootstrapServers": list(BASE_BOOTSTRAP),
             "topics": list(reaction.topics),
             "consumerGroup": reaction.consumer_group,  # cannot change later: never random
+            **({} if keda else {"consumers": BASE_CONSUMERS}),
             "initialOffset": "earliest",
             "ordering": reaction.ordering,
-            "delivery": {
-                "retry": RETRY, "backoffPolicy": BACKOFF_POLICY, "backoffDelay": BACKOFF_DELAY,
-                "timeout": DELIVERY_TIMEOUT,
-                "deadLetterSink": {"ref": {"apiVersion": KAFKA_SINK_API, "kind": "KafkaSink",
-                                           "name": DEAD_LETTER_SINK}},
-            },
+            "delivery": delivery,
             "sink": _service_ref(reaction.name),
         },
     }
@@ -240,6 +282,7 @@ def watcher() -> Doc:
                     "name": "watcher",
                     "image": IMAGE,
                     "command": ["python", "-m", "functions.hold_expiry_watcher"],
+                    "env": [{"name": "OTEL_SERVICE_NAME", "value": WATCHER}],
                     "envFrom": _env_from(),
                     "resources": {"requests": {"cpu": "50m", "memory": "96Mi"},
                                   "limits": {"memory": "256Mi"}},
@@ -315,6 +358,11 @@ def config_map() -> Doc:
             "HOLD_TTL_SECONDS": "600",
             # A PingSource fires at most once a minute; see the README, "Running on Knative".
             "SWEEP_INTERVAL_SECONDS": "60",
+            # One JSON object per line, for the cluster's log pipeline.
+            "LOG_FORMAT": "json",
+            # Traces leave over OTLP/HTTP only when this is set (an overlay sets it); the
+            # W3C context travels with every event either way.
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "",
         },
     }
 
@@ -399,6 +447,7 @@ def overlay(o: Overlay) -> dict[str, str]:
         "patches/keda-max-scale.yaml": _dump(_replace(
             "/metadata/annotations/autoscaling.eventing.knative.dev~1max-scale",
             str(o.partitions))),
+        "patches/consumers.yaml": _dump(_replace("/spec/consumers", o.consumers)),
         "patches/host.yaml": _dump(_replace("/spec/rules/0/host", o.host)),
     }
     kafka = {"group": "sources.knative.dev", "kind": "KafkaSource"}
@@ -420,6 +469,9 @@ def overlay(o: Overlay) -> dict[str, str]:
             {"path": "patches/keda-max-scale.yaml",
              "target": {**kafka, "annotationSelector":
                         "autoscaling.eventing.knative.dev/class=keda.autoscaling.knative.dev"}},
+            # the sources KEDA does not scale: the only ones with spec.consumers
+            {"path": "patches/consumers.yaml",
+             "target": {**kafka, "annotationSelector": "!autoscaling.eventing.knative.dev/class"}},
             {"path": "patches/host.yaml",
              "target": {"group": "networking.k8s.io", "kind": "Ingress", "name": INGRESS}},
         ],

@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)  # its event-loop timing chatter
 
+    os.environ.setdefault("LOG_FORMAT", "text")  # for people; LOG_FORMAT=json for machines
     shutil.rmtree(args.workdir, ignore_errors=True)  # embedded state is fresh each run
     stop_on_signals()
 
@@ -46,19 +47,24 @@ def main(argv: list[str] | None = None) -> int:
             secret.write_text(password)
         stack.mark_ready()  # /healthz answers 200 from here: the banner is true
         embedded = ", ".join(s.name for s in stack.servers) or "none"
+        traces = (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                  or "off (set OTEL_EXPORTER_OTLP_ENDPOINT to export them)")
         print(f"""
 Marketplace is up.
   API           {stack.api_url}   (try {stack.api_url}/healthz)
   admin         {admin_email} / {password or '(ADMIN_PASSWORD, or unchanged)'}
   demo course   {stack.api_url}/courses/{course}
   embedded      {embedded}
-  Kafka         {stack.env['KAFKA_BOOTSTRAP_SERVERS']}
+  Kafka         {stack.env['KAFKA_BOOTSTRAP_SERVERS']}   ({stack.partitions} partitions per topic)
   PostgreSQL    {stack.env['DATABASE_URL']}
   Redis         {stack.env['REDIS_URL']}
   search        {stack.env['ELASTICSEARCH_URL']}
   AWS endpoint  {stack.env['AWS_ENDPOINT_URL']}   (sent mail: /moto-api/)
   reactions     {stack.reactions_url}   triggers {stack.triggers_url}/healthz
-  logs          {args.workdir}
+  metrics       {stack.api_url}/metrics (API host)   {stack.reactions_url}/metrics (reactions)
+                {stack.triggers_url}/metrics (KafkaSource emulator: lag, dead letters)
+  traces        {traces}
+  logs          {args.workdir}   (LOG_FORMAT={os.environ['LOG_FORMAT']})
 Ctrl-C stops everything.
 """, flush=True)
         wait_for_stop()

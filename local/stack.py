@@ -23,7 +23,7 @@ import secrets
 import socket
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,8 +38,30 @@ from shared.runtime.config import Settings
 
 log = logging.getLogger("marketplace.stack")
 ROOT = Path(__file__).resolve().parent.parent
-PARTITIONS = 4
+PARTITIONS = 4  # per topic, unless TOPIC_PARTITIONS says otherwise
+PARTITIONS_VARIABLE = "TOPIC_PARTITIONS"  # the same name as in the ConfigMap and docker-compose
 STARTUP_FILE_VARIABLE = "MARKETPLACE_STARTUP_FILE"
+
+
+def topic_partitions(env: Mapping[str, str]) -> int:
+    """Partitions per topic for the topics this process creates (`TOPIC_PARTITIONS`, default 4).
+
+    Partitions bound how many events of one ordered function are in flight at
+    once (README, "Scaling out"), so a bench or a test can vary them; one name
+    for the local stack, docker-compose and the cluster's topics Job keeps them
+    from drifting apart. A bad value stops the start with the variable's name
+    rather than creating topics nobody asked for.
+    """
+    text = env.get(PARTITIONS_VARIABLE, "").strip()
+    if not text:
+        return PARTITIONS
+    try:
+        partitions = int(text)
+    except ValueError:
+        partitions = 0
+    if not 1 <= partitions <= 1000:
+        raise ValueError(f"{PARTITIONS_VARIABLE}={text!r}: expected a whole number from 1 to 1000")
+    return partitions
 
 
 def free_port() -> int:
@@ -68,6 +90,7 @@ class Stack:
         self.servers: list[embedded.EmbeddedServer] = []
         self.supervisor = Supervisor()
         self.env: dict[str, str] = {}
+        self.partitions = PARTITIONS  # per topic; set from TOPIC_PARTITIONS by start()
         self.runtime: Runtime | None = None
         self.reactions_url = ""
         self.triggers_url = ""
@@ -120,11 +143,13 @@ class Stack:
             env.setdefault("AWS_ACCESS_KEY_ID", "local")
             env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
         env["PORT"] = str(cfg.port)
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # each host sums its own workers only
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.env = env
         settings = Settings.from_env(env)
+        self.partitions = topic_partitions(env)
         embedded.create_topics(env["KAFKA_BOOTSTRAP_SERVERS"],
-                               [*REGISTRY, DEAD_LETTER_TOPIC], PARTITIONS)
+                               [*REGISTRY, DEAD_LETTER_TOPIC], self.partitions)
         # Migrations are applied here, once, before the function processes start (in a
         # cluster: the migrations Job); the functions only check the schema's version.
         self.runtime = build(settings)

@@ -8,7 +8,8 @@ the embedded servers; docker-compose runs it on its own against real ones:
     python -m local.triggers --reactions-url http://reactions:8081 [--port 8090]
 
 With `--port`, it answers `GET /healthz` there: 200 once every consumer
-holds its partitions and the watcher listens, 503 before.
+holds its partitions and the watcher listens, 503 before; and `GET /metrics`
+(consumer lag per group, dead letters per function).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import requests
 from functions import hold_expiry_watcher
 from local.kafkasource import KafkaSourceEmulator
 from local.shutdown import stop_on_signals, wait_for_stop
+from local.sourcemetrics import SourceMetrics, exposition
+from shared.runtime import logs
 from shared.runtime.config import Settings
 from shared.runtime.routing import Reaction, load
 
@@ -115,10 +118,22 @@ class Triggers:
 
 
 def serve_health(triggers: Triggers, port: int) -> ThreadingHTTPServer:
-    """`GET /healthz` on `port`: 200 once the triggers are live, 503 while they start."""
+    """`GET /healthz` on `port`: 200 once the triggers are live, 503 while they start.
+
+    `GET /metrics` there too: the emulator's lag and dead letters.
+    """
+    collector = SourceMetrics(lambda: triggers.emulator)
 
     class Health(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if self.path == "/metrics":
+                body, content_type = exposition(collector)
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
             ready = triggers.ready.is_set()
             body = json.dumps({"status": "ok" if ready else "starting"}).encode()
             if self.path != "/healthz":
@@ -145,8 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reactions-url", required=True)
     parser.add_argument("--port", type=int, help="serve GET /healthz on this port")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("kafka").setLevel(logging.ERROR)  # its event-loop timing chatter
+    logs.setup()  # LOG_FORMAT: json, or text under `make run`
     stop_on_signals()
     triggers = Triggers(Settings.from_env(), args.reactions_url)
     health = serve_health(triggers, args.port) if args.port else None

@@ -3,7 +3,8 @@
 Provider errors are sorted into two kinds, because the event's answer depends
 on it: `transient` (throttled, unavailable, timed out: answer 503 and let
 the event come again) and permanent (the address is refused: record it as
-failed, never retry). boto3 is loaded with the first send.
+failed, never retry). botocore is loaded with the first send; the messages go
+out through `awsquery`, which loads no service model.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from shared.adapters import aws
+from shared.adapters import awsquery
 from shared.domain.notifications import Message
 
 
@@ -45,11 +46,11 @@ def classify(exc: Exception) -> ProviderError:
 
 def ses_client() -> Any:
     """The SES client; tests replace this function to inject a failing provider."""
-    return aws.client("ses")
+    return awsquery.client("ses")
 
 
 def sns_client() -> Any:
-    return aws.client("sns")
+    return awsquery.client("sns")
 
 
 _verified: set[tuple[int, str]] = set()

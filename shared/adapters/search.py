@@ -9,7 +9,10 @@ The client speaks to real Elasticsearch by default; the embedded
 OpenSearch-compatible server only answers `server_mode="serverless"` requests
 (FIELD-NOTES), which `ELASTICSEARCH_SERVER_MODE=serverless` selects.
 
-The client library (~0.2 s to import) is loaded with the first client.
+The functions talk to the cluster through `cluster()` (`elastic_transport` only,
+see `shared.adapters.cluster`); the tools and tests, which need more of the
+API, through `client()`, the `elasticsearch` client (~0.1 s to import). Both
+are loaded with their first use.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from shared.runtime.envelope import Envelope
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
+
+    from shared.adapters.cluster import Cluster
 
 INDEX = "marketplace-events"
 TEMPLATE = "marketplace-events"
@@ -61,10 +66,7 @@ class SearchUnavailable(RuntimeError):
 @cache
 def client(url: str = "", mode: str = "") -> Elasticsearch:
     """The cluster at `url` (default: the settings'), one client per process and address."""
-    if not url:
-        url, mode = settings().elasticsearch_url, mode or settings().elasticsearch_server_mode
-    if not url:
-        raise RuntimeError("ELASTICSEARCH_URL is not set (make run and the tests set it)")
+    url, mode = _address(url, mode)
     from elasticsearch import Elasticsearch
 
     if mode == "serverless":
@@ -72,23 +74,42 @@ def client(url: str = "", mode: str = "") -> Elasticsearch:
     return Elasticsearch(url, request_timeout=10)
 
 
+def _address(url: str, mode: str) -> tuple[str, str]:
+    if not url:
+        url, mode = settings().elasticsearch_url, mode or settings().elasticsearch_server_mode
+    if not url:
+        raise RuntimeError("ELASTICSEARCH_URL is not set (make run and the tests set it)")
+    return url, mode
+
+
+def cluster(url: str = "", mode: str = "") -> Cluster:
+    """The functions' handle on the cluster (default: the settings', read on each call)."""
+    return _cluster(*_address(url, mode))
+
+
+@cache
+def _cluster(url: str, mode: str) -> Cluster:
+    """One per process and address."""
+    from shared.adapters.cluster import Cluster
+
+    return Cluster(url, mode, request_timeout=10)
+
+
 _ready: set[int] = set()
 _ready_lock = threading.Lock()
 
 
-def ensure_index(es: Elasticsearch, index: str = INDEX) -> None:
+def ensure_index(es: Elasticsearch | Cluster, index: str = INDEX) -> None:
     """Put the index template and create the index, once per process (both idempotent)."""
     if id(es) in _ready:
         return
     with _ready_lock:
         es.indices.put_index_template(name=TEMPLATE, index_patterns=[f"{INDEX}*"],
                                       template={"mappings": MAPPINGS}, priority=100)
-        from elasticsearch import ApiError
-
         if not es.indices.exists(index=index):
             try:
                 es.indices.create(index=index)
-            except ApiError as exc:
+            except Exception as exc:  # ApiError or ClusterError, named by the error's type
                 if "already_exists" not in str(exc):
                     raise
         _ready.add(id(es))
@@ -128,7 +149,7 @@ class BulkIndexer:
     own item's result. No background thread: a process that is idle holds nothing.
     """
 
-    def __init__(self, es: Callable[[], Elasticsearch], enrich: Enrich | None = None,
+    def __init__(self, es: Callable[[], Elasticsearch | Cluster], enrich: Enrich | None = None,
                  linger: float = 0.005, index: str = INDEX) -> None:
         self._es = es
         self._enrich = enrich

@@ -1,6 +1,7 @@
 """A booking's ten-minute hold: a Redis key for a fast expiry, a column for a durable one.
 
-The key's name carries the hold's deadline in milliseconds, so the watcher
+The key's name carries the hold's deadline in milliseconds (and the booking's
+W3C trace context, so the watcher's event continues the booking's trace), so the watcher
 (which only learns the name of an expired key) and the sweeper (which reads
 the deadline from PostgreSQL) build the same `reservation.expired` event with
 the same CloudEvent id: whichever fires second is dropped by the inbox. A
@@ -30,35 +31,48 @@ def _millis(moment: datetime) -> int:
     return int(moment.timestamp() * 1000 + 0.5)
 
 
-def key(booking_id: uuid.UUID, expires_at: datetime) -> str:
-    return f"{KEY_PREFIX}{booking_id}:{_millis(expires_at)}"
+def key(booking_id: uuid.UUID, expires_at: datetime, traceparent: str | None = None) -> str:
+    """`marketplace:hold:<booking>:<deadline ms>[:<the booking's traceparent>]`."""
+    name = f"{KEY_PREFIX}{booking_id}:{_millis(expires_at)}"
+    return f"{name}:{traceparent}" if traceparent else name
 
 
 def parse_key(name: str) -> tuple[uuid.UUID, datetime] | None:
     if not name.startswith(KEY_PREFIX):
         return None
+    parts = name[len(KEY_PREFIX):].split(":")
+    if len(parts) not in (2, 3):
+        return None
     try:
-        booking, millis = name[len(KEY_PREFIX):].split(":")
-        return uuid.UUID(booking), datetime.fromtimestamp(int(millis) / 1000, UTC)
+        return uuid.UUID(parts[0]), datetime.fromtimestamp(int(parts[1]) / 1000, UTC)
     except ValueError:
         return None
 
 
-def open_hold(redis: Any, booking_id: uuid.UUID, expires_at: datetime, now: datetime) -> None:
+def trace_of_key(name: str) -> str:
+    """The booking's traceparent a key carries (empty for keys written without one)."""
+    parts = name[len(KEY_PREFIX):].split(":")
+    return parts[2] if name.startswith(KEY_PREFIX) and len(parts) == 3 else ""
+
+
+def open_hold(redis: Any, booking_id: uuid.UUID, expires_at: datetime, now: datetime,
+              traceparent: str | None = None) -> None:
     """Set the key to expire at the deadline (at least a millisecond from now)."""
     ttl_ms = max(1, _millis(expires_at) - _millis(now))
-    redis.set(key(booking_id, expires_at), b"1", px=ttl_ms)
+    redis.set(key(booking_id, expires_at, traceparent), b"1", px=ttl_ms)
 
 
-def close_hold(redis: Any, booking_id: uuid.UUID, expires_at: datetime | None) -> None:
+def close_hold(redis: Any, booking_id: uuid.UUID, expires_at: datetime | None,
+               traceparent: str | None = None) -> None:
     """Forget a hold whose booking ended otherwise, so its expiry is not even announced."""
     if expires_at is not None:
-        redis.delete(key(booking_id, expires_at))
+        redis.delete(key(booking_id, expires_at, traceparent))
 
 
 def expiry_event(booking_id: uuid.UUID, expires_at: datetime,
-                 detected_by: Literal["watcher", "sweeper"], source: str = ""
-                 ) -> Envelope[ReservationExpired]:
+                 detected_by: Literal["watcher", "sweeper"], source: str = "",
+                 traceparent: str | None = None) -> Envelope[ReservationExpired]:
+    """The same event (the same id) from either path; `traceparent`: the booking's trace."""
     event_id = uuid.uuid5(_NAMESPACE, f"{booking_id}/{_millis(expires_at)}")
     return Envelope(
         data=ReservationExpired(
@@ -66,4 +80,5 @@ def expiry_event(booking_id: uuid.UUID, expires_at: datetime,
         ),
         source=source,
         id=str(event_id),
+        traceparent=traceparent or "",
     )

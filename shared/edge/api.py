@@ -9,9 +9,11 @@ never a 500.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, cast
@@ -31,6 +33,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
 from shared.edge import tokens
+from shared.runtime import logs, metrics, tracing
 from shared.runtime.db import Row, Tx, is_connection_lost
 from shared.runtime.errors import SchemaBehind
 from shared.runtime.routing import Endpoint, register_endpoint, source_of_handler
@@ -217,6 +220,9 @@ class Api:
         except NotFound as exc:
             raise not_found("route") from exc
         route = self.routes[index]
+        span = tracing.current()
+        if span is not None:
+            span.attributes["http.route"] = route.path
         request = Request(raw, params=dict(params))
         if route.roles is not None:
             request.principal = authenticate(raw)
@@ -307,9 +313,39 @@ def endpoint(*prefixes: str) -> Callable[[Callable[[flask.Request], flask.Respon
     def decorate(function: Callable[[flask.Request], flask.Response]
                  ) -> Callable[[flask.Request], flask.Response]:
         register_endpoint(Endpoint(function.__name__, prefixes, source_of_handler(function)))
-        return cast(Callable[[flask.Request], flask.Response], functions_framework.http(function))
+        logs.setup()
+        metrics.expose_on_current_app()
+
+        @functools.wraps(function)
+        def observed(raw: flask.Request) -> flask.Response:
+            return _observed(function.__name__, function, raw)
+
+        return cast(Callable[[flask.Request], flask.Response], functions_framework.http(observed))
 
     return decorate
+
+
+def _observed(name: str, function: Callable[[flask.Request], flask.Response],
+              raw: flask.Request) -> flask.Response:
+    """Serve one request in its span (continuing an incoming `traceparent`), count and log it."""
+    started = time.perf_counter()
+    span = tracing.begin(name, "server", raw.headers.get("traceparent"),
+                         raw.headers.get("tracestate", ""))
+    span.attributes["http.request.method"] = raw.method
+    status = 500
+    try:
+        with tracing.active(span):
+            response = function(raw)
+            status = response.status_code
+            span.attributes["http.response.status_code"] = status
+            if status >= 500:
+                span.attributes["error"] = f"HTTP {status}"
+            return response
+    finally:
+        route = str(span.attributes.get("http.route", "unmatched"))
+        metrics.http_request(name, raw.method, route, status)
+        logs.request(name, raw.method, route, raw.path, status, span.trace_id,
+                     time.perf_counter() - started)
 
 
 class Page(BaseModel):
@@ -334,6 +370,17 @@ def select_page(tx: Tx, table: str, where: list[str], params: dict[str, Any], or
                   " LIMIT :page_limit OFFSET :page_offset",
                   page_limit=query.size, page_offset=(query.page - 1) * query.size, **params)
     return rows, total
+
+
+def equal_to(where: list[str], params: dict[str, Any], **values: Any) -> None:
+    """Add `column = :column` to `where` for each value given; None filters nothing.
+
+    The columns are keyword names the caller wrote, so they are safe to splice.
+    """
+    for column, value in values.items():
+        if value is not None:
+            where.append(f"{column} = :{column}")
+            params[column] = value
 
 
 def sort_clause(sort: str, tie_breaker: str) -> str:

@@ -59,8 +59,23 @@ def migrate(db: Database) -> list[str]:
 
 
 def _statements(sql: str) -> list[str]:
-    """Split a migration on `;` at line ends (our files hold no functions or literals with `;`)."""
+    """Split a migration on `;` at line ends, keeping a `$$`-quoted body (a function's) whole.
+
+    Our files hold no string literals with `;` and quote bodies with a bare `$$`.
+    """
     without_comments = "\n".join(
         line for line in sql.splitlines() if not line.strip().startswith("--")
     )
-    return [s.strip() for s in re.split(r";\s*$", without_comments, flags=re.M) if s.strip()]
+    statements: list[str] = []
+    current: list[str] = []
+    for index, part in enumerate(without_comments.split("$$")):
+        if index % 2:  # inside $$ ... $$
+            current.append(f"$${part}$$")
+            continue
+        first, *rest = re.split(r";\s*$", part, flags=re.M)
+        current.append(first)
+        for piece in rest:
+            statements.append("".join(current))
+            current = [piece]
+    statements.append("".join(current))
+    return [s.strip() for s in statements if s.strip()]

@@ -13,8 +13,9 @@ The Kafka producer (importing kafka-python and connecting take ~0.15 s) is
 warmed by the first publish in a background thread that starts once the
 answer has been sent (`after_answer`), so a cold start answers its first event
 as soon as the event's state and outbox rows are committed.
-Until the producer is ready, freshly committed ids queue up and are sent in
-order once it is; from then on a publish is synchronous, as before. A
+Until the producer is ready, freshly committed records queue up and are sent
+in order once it is; from then on a publish is synchronous, as before (the
+marks that say "published" are written in batches, `outbox.PublishedMarks`). A
 process that stops meanwhile (scaled back to zero) waits for that thread at
 exit; a crash leaves the rows in the outbox, where the relay finds them.
 """
@@ -50,7 +51,8 @@ class Runtime:
     _redis: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _producer_ready: bool = field(default=False, repr=False)
-    _pending: list[str] | None = field(default=None, repr=False)  # not None while warming
+    _pending: list[outbox.Outgoing] | None = field(default=None, repr=False)  # while warming
+    _marks: outbox.PublishedMarks | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -93,7 +95,14 @@ class Runtime:
         except Exception as exc:  # no REDIS_URL, say: waiters re-read on their timer
             log.debug("could not announce %d change(s): %s", len(subjects), exc)
 
-    def publish(self, ids: list[str]) -> None:
+    @property
+    def marks(self) -> outbox.PublishedMarks:
+        with self._lock:
+            if self._marks is None:
+                self._marks = outbox.PublishedMarks(self.database)
+            return self._marks
+
+    def publish(self, ids: list[outbox.Outgoing]) -> None:
         """Publish freshly committed outbox rows; on failure the relay sends them later."""
         if self.publisher is None or not ids:
             return
@@ -103,18 +112,27 @@ class Runtime:
                     self._pending = []
                     warmup = after_answer("producer-warmup", self._warm_then_publish)
                     # a stopping process sends what it committed before it goes
-                    atexit.register(warmup.join, EXIT_WAIT_SECONDS)
+                    atexit.register(self._finish_warmup, warmup)
                 self._pending.extend(ids)
                 return
         self._publish_now(ids)
 
-    def _publish_now(self, ids: list[str]) -> None:
+    def _finish_warmup(self, warmup: threading.Thread) -> None:
+        """At exit: let the warm-up send, then write its marks (registered during the exit,
+        the marks' own handler would not run, and the relay would send the rows again)."""
+        warmup.join(EXIT_WAIT_SECONDS)
+        if self._marks is not None:
+            self._marks.close()
+
+    def _publish_now(self, outgoing: list[outbox.Outgoing]) -> None:
         assert self.publisher is not None
         try:
-            outbox.publish(self.database, self.publisher, ids=ids)
+            self.publisher.send_all([o.record for o in outgoing])
         except Exception:
-            log.warning("publishing %d event(s) failed; the relay will retry", len(ids),
+            log.warning("publishing %d event(s) failed; the relay will retry", len(outgoing),
                         exc_info=True)
+            return
+        self.marks.add(o.event_id for o in outgoing)
 
     def _warm_then_publish(self) -> None:
         """Create the producer, then send what queued meanwhile, oldest first."""
@@ -137,6 +155,8 @@ class Runtime:
         if self._closed:
             return
         self._closed = True
+        if self._marks is not None:
+            self._marks.close()
         self.database.close()
         if self._redis is not None:
             self._redis.close()

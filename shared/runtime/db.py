@@ -1,8 +1,14 @@
-"""PostgreSQL access: a small connection pool and transactions.
+"""PostgreSQL access: a small connection pool, prepared statements and transactions.
 
 pg8000 is pure Python and has no pool of its own. A function process handles a
 few requests at once (functions-framework threads), so a handful of pooled
 connections is enough and saves a connect per event.
+
+Every statement with parameters runs as a named prepared statement, kept per
+connection: pg8000 runs an unnamed one in three round trips (parse, describe
+and bind, execute) and rewrites its `:name` placeholders in Python each time,
+while a prepared one is a single bind-and-execute. The SQL in this code base
+is a fixed set of strings, so the cache stays small.
 """
 
 from __future__ import annotations
@@ -17,16 +23,23 @@ from urllib.parse import parse_qs, unquote, urlparse
 import pg8000.native
 from pg8000.exceptions import DatabaseError, InterfaceError
 
+from shared.runtime import pgtls
+
 # Transient conflicts PostgreSQL asks the client to retry.
 RETRYABLE_SQLSTATES = {"40001", "40P01"}
 # The server going away: shut down (fast or crash), starting up, or the link broken.
 LOST_SQLSTATES = {"57P01", "57P02", "57P03"}
+# A prepared statement outlived the schema it was planned for (a migration
+# altered a table, say): forget the connection's statements and run again.
+STALE_STATEMENT_SQLSTATES = {"0A000", "26000"}
+STATEMENTS_PER_CONNECTION = 200
 
 Row = dict[str, Any]
 
 
 def connect_kwargs(url: str) -> dict[str, Any]:
-    """pg8000 keyword arguments from a libpq-style URL (`?host=/dir` names a unix socket dir)."""
+    """pg8000 keyword arguments from a libpq-style URL (`?host=/dir` names a unix socket dir,
+    `?sslmode=` as libpq's, see `pgtls`)."""
     parsed = urlparse(url)
     if parsed.scheme not in {"postgresql", "postgres"}:
         raise RuntimeError(f"DATABASE_URL must start with postgresql://, got {url!r}")
@@ -44,6 +57,9 @@ def connect_kwargs(url: str) -> dict[str, Any]:
     else:
         kwargs["host"] = parsed.hostname or socket_dir or "127.0.0.1"
         kwargs["port"] = port
+    tls = pgtls.context(query.get("sslmode", "prefer"), unix_socket="unix_sock" in kwargs)
+    if tls is not None:
+        kwargs["ssl_context"] = tls
     return kwargs
 
 
@@ -60,19 +76,54 @@ def is_connection_lost(exc: BaseException) -> bool:
             or code.startswith("08"))
 
 
+def is_stale_statement(exc: BaseException) -> bool:
+    return sqlstate(exc) in STALE_STATEMENT_SQLSTATES
+
+
 def is_retryable(exc: BaseException) -> bool:
-    return is_connection_lost(exc) or sqlstate(exc) in RETRYABLE_SQLSTATES
+    return (is_connection_lost(exc) or is_stale_statement(exc)
+            or sqlstate(exc) in RETRYABLE_SQLSTATES)
+
+
+class Connection(pg8000.native.Connection):  # type: ignore[misc]
+    """A pg8000 connection that prepares each parameterised statement once."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.statements: dict[str, pg8000.native.PreparedStatement] = {}
+
+    def statement(self, sql: str) -> pg8000.native.PreparedStatement:
+        prepared = self.statements.get(sql)
+        if prepared is None:
+            if len(self.statements) >= STATEMENTS_PER_CONNECTION:
+                self.forget_statements()
+            prepared = self.statements[sql] = self.prepare(sql)
+        return prepared
+
+    def forget_statements(self) -> None:
+        statements, self.statements = self.statements, {}
+        for prepared in statements.values():
+            with suppress(Exception):
+                prepared.close()
 
 
 class Tx:
     """One open transaction; rows come back as dicts."""
 
-    def __init__(self, con: pg8000.native.Connection) -> None:
+    def __init__(self, con: Connection) -> None:
         self._con = con
 
+    def _run(self, sql: str, params: dict[str, Any]) -> tuple[list[Any], Any]:
+        """Rows and the statement's context (columns, row count)."""
+        if not params:
+            rows = self._con.run(sql)
+            return rows or [], self._con
+        prepared = self._con.statement(sql)
+        return prepared.run(**params) or [], prepared._context
+
     def all(self, sql: str, **params: Any) -> list[Row]:
-        rows = self._con.run(sql, **params) or []
-        names = [c["name"] for c in self._con.columns or []]
+        rows, context = self._run(sql, params)
+        names = [c["name"] for c in context.columns or []]
         return [dict(zip(names, row, strict=True)) for row in rows]
 
     def one(self, sql: str, **params: Any) -> Row | None:
@@ -80,26 +131,26 @@ class Tx:
         return rows[0] if rows else None
 
     def scalar(self, sql: str, **params: Any) -> Any:
-        rows = self._con.run(sql, **params) or []
+        rows, _ = self._run(sql, params)
         return rows[0][0] if rows else None
 
     def execute(self, sql: str, **params: Any) -> int:
-        self._con.run(sql, **params)
-        return int(self._con.row_count)
+        _, context = self._run(sql, params)
+        return int(context.row_count)
 
 
 class Database:
     def __init__(self, url: str, size: int = 8) -> None:
         self.url = url
         self._kwargs = connect_kwargs(url)
-        self._idle: queue.LifoQueue[pg8000.native.Connection] = queue.LifoQueue()
+        self._idle: queue.LifoQueue[Connection] = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(size)
 
-    def _connect(self) -> pg8000.native.Connection:
-        return pg8000.native.Connection(**self._kwargs, application_name="marketplace")
+    def _connect(self) -> Connection:
+        return Connection(**self._kwargs, application_name="marketplace")
 
     @contextmanager
-    def connection(self) -> Iterator[pg8000.native.Connection]:
+    def connection(self) -> Iterator[Connection]:
         self._slots.acquire()
         try:
             try:
@@ -115,6 +166,9 @@ class Database:
                     # The server restarted or failed over: the idle connections
                     # went with it, and the next request must not find them.
                     self.close()
+                elif is_stale_statement(exc):
+                    healthy = True  # the connection is fine; its statements are not
+                    con.forget_statements()
                 raise
             finally:
                 if healthy:
@@ -146,6 +200,6 @@ class Database:
                 return
 
 
-def _close_quietly(con: pg8000.native.Connection) -> None:
+def _close_quietly(con: Connection) -> None:
     with suppress(Exception):
         con.close()

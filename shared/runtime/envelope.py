@@ -42,6 +42,9 @@ class Envelope(Generic[E]):
     source: str = ""
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     time: datetime = field(default_factory=_now)
+    # The CloudEvents distributed-tracing extension: the emitting function's W3C context.
+    traceparent: str = ""
+    tracestate: str = ""
 
     @property
     def type(self) -> str:
@@ -56,7 +59,7 @@ class Envelope(Generic[E]):
         return self.data.partition_key
 
     def attributes(self) -> dict[str, str]:
-        return {
+        attributes = {
             "specversion": SPECVERSION,
             "id": self.id,
             "source": self.source,
@@ -66,6 +69,11 @@ class Envelope(Generic[E]):
             "datacontenttype": JSON,
             "partitionkey": self.subject,
         }
+        if self.traceparent:
+            attributes["traceparent"] = self.traceparent
+            if self.tracestate:
+                attributes["tracestate"] = self.tracestate
+        return attributes
 
     def data_json(self) -> bytes:
         return self.data.model_dump_json().encode()
@@ -105,6 +113,8 @@ def kafka_headers_to_http(headers: list[tuple[str, bytes]]) -> dict[str, str]:
             http["ce-" + name[3:]] = text
         elif name.lower() == "content-type":
             http["Content-Type"] = text
+    if "ce-traceparent" in http:  # W3C's own header too, for proxies and tracers on the way
+        http["traceparent"] = http["ce-traceparent"]
     return http
 
 
@@ -160,6 +170,8 @@ def from_cloudevent(event: CloudEvent) -> Envelope[Event]:
         source=str(event["source"]),
         id=str(event["id"]),
         time=_parse_time(event.get("time")),
+        traceparent=str(event.get("traceparent") or ""),
+        tracestate=str(event.get("tracestate") or ""),
     )
 
 

@@ -23,9 +23,10 @@ from typing import Any
 import flask
 import functions_framework
 from cloudevents.http import CloudEvent
+from werkzeug.exceptions import HTTPException
 
 from shared.domain.events import Event
-from shared.runtime import outbox
+from shared.runtime import logs, metrics, outbox, tracing
 from shared.runtime.bootstrap import Runtime, runtime
 from shared.runtime.db import Tx, is_retryable
 from shared.runtime.envelope import Envelope, PoisonEvent, from_cloudevent
@@ -51,6 +52,9 @@ class UnitOfWork:
         self.settings = rt.settings
         self.now = datetime.now(UTC)
         self.emitted: list[Envelope[Any]] = []
+        # What the handler made of its event, for metrics and logs: a handler may
+        # name a business outcome ("sold_out") instead.
+        self.outcome = "handled"
 
     @property
     def redis(self) -> Any:
@@ -58,11 +62,17 @@ class UnitOfWork:
         return self.rt.redis
 
     def emit(self, event: Event | Envelope[Any]) -> Envelope[Any]:
-        envelope = (
-            dataclasses.replace(event, source=event.source or self.source)
-            if isinstance(event, Envelope)
-            else Envelope(data=event, source=self.source)
-        )
+        """Queue an event for the outbox, carrying the trace context it belongs to."""
+        if isinstance(event, Envelope):
+            envelope = event if event.source else dataclasses.replace(event, source=self.source)
+            if envelope.traceparent:  # another trace's (a booking's, read by the sweeper)
+                envelope = _in_own_trace(envelope, self.source)
+        else:
+            envelope = Envelope(data=event, source=self.source)
+        span = tracing.current()
+        if span is not None and not envelope.traceparent:
+            envelope = dataclasses.replace(envelope, traceparent=span.traceparent,
+                                           tracestate=span.tracestate)
         self.emitted.append(envelope)
         return envelope
 
@@ -76,6 +86,21 @@ class UnitOfWork:
             self.emit(event)
 
 
+def _in_own_trace(envelope: Envelope[Any], source: str) -> Envelope[Any]:
+    """This function's span in the envelope's trace, as the parent of the envelope.
+
+    The sweeper works on many bookings at once; each expiry it emits belongs
+    to its booking's trace, so the sweeper appears in each of them.
+    """
+    span = tracing.begin(source.rsplit("/", 1)[-1].replace("-", "_"), "internal",
+                         envelope.traceparent, envelope.tracestate)
+    span.attributes.update({"cloudevents.event_id": envelope.id,
+                            "cloudevents.event_type": envelope.type,
+                            "cloudevents.event_subject": envelope.subject})
+    tracing.end(span)
+    return dataclasses.replace(envelope, traceparent=span.traceparent)
+
+
 @contextmanager
 def unit_of_work(source: str, rt: Runtime | None = None) -> Iterator[UnitOfWork]:
     """State change and emitted events in one transaction; publish after commit.
@@ -86,51 +111,65 @@ def unit_of_work(source: str, rt: Runtime | None = None) -> Iterator[UnitOfWork]
     with rt.db.transaction() as tx:
         uow = UnitOfWork(rt, tx, source)
         yield uow
-        ids = outbox.write(tx, uow.emitted)
+        written = outbox.write(tx, uow.emitted)
     rt.announce(e.subject for e in uow.emitted)  # wakes GET ?wait_for=
-    rt.publish(ids)
+    rt.publish(written)
 
 
 def source_of(target: str) -> str:
     return f"/marketplace/functions/{target.replace('_', '-')}"
 
 
-def with_db_retries(work: Callable[[], None]) -> None:
-    """Run `work`, again after a serialization failure, a deadlock or a dropped connection."""
+def with_db_retries(work: Callable[[], None]) -> int:
+    """Run `work`, again after a serialization failure, a deadlock or a dropped connection.
+
+    Returns how many attempts it took.
+    """
     for attempt in range(1, DB_ATTEMPTS + 1):
         try:
             work()
-            return
+            return attempt
         except Exception as exc:
             if attempt == DB_ATTEMPTS or not is_retryable(exc):
                 raise
             time.sleep(min(0.02 * 2**attempt, 1.0))
+    raise AssertionError("unreachable")
 
 
 def handle(target: str, envelope: Envelope[Any],
            handler: Callable[[UnitOfWork], Emitted], rt: Runtime | None = None) -> bool:
     """Run `handler` once per event id; returns False when the id was handled before."""
     handled = True
+    outcome = "handled"
 
     def attempt() -> None:
-        nonlocal handled
+        nonlocal handled, outcome
         with unit_of_work(source_of(target), rt) as uow:
+            # subject, source and time make the row a line of its booking's timeline
             first = uow.tx.execute(
-                "INSERT INTO inbox (consumer, event_id, event_type) VALUES (:c, :id, :t)"
-                " ON CONFLICT DO NOTHING",
-                c=target, id=envelope.id, t=envelope.type,
+                "INSERT INTO inbox (consumer, event_id, event_type, subject, source, event_time)"
+                " VALUES (:c, :id, :t, :s, :src, :at) ON CONFLICT DO NOTHING",
+                c=target, id=envelope.id, t=envelope.type, s=envelope.subject,
+                src=envelope.source, at=envelope.time,
             )
             handled = first == 1
             if handled:
                 uow.emit_all(handler(uow))
+            outcome = uow.outcome if handled else "duplicate"
 
-    with_db_retries(attempt)
+    attempts = with_db_retries(attempt)
+    span = tracing.current()
+    if span is not None:
+        span.attributes["marketplace.outcome"] = outcome
+        span.attributes["marketplace.attempt"] = attempts
     return handled
 
 
-def _answer(target: str, work: Callable[[], None]) -> None:
+def _answer(target: str, work: Callable[[], None]) -> str:
+    """Run `work` and answer as KafkaSource expects; returns the kind of answer."""
     try:
         work()
+        return "handled"
     except PoisonEvent as exc:
         log.warning("%s: poison event: %s", target, exc)
         flask.abort(422, description=str(exc))
@@ -142,7 +181,52 @@ def _answer(target: str, work: Callable[[], None]) -> None:
         flask.abort(503, description=str(exc))
 
 
+def _observed(target: str, cloud_event: CloudEvent, work: Callable[[], None],
+              traced: bool = True) -> None:
+    """Answer one delivery inside its span; count it and log one line, whatever the answer.
+
+    The span continues the event's `traceparent` (the CloudEvents extension, or
+    the W3C header of the delivery). With export off this is a header read and
+    a span id drawn; the line and the counters are always written.
+    """
+    started = time.perf_counter()
+    event_id, event_type = str(cloud_event["id"]), str(cloud_event["type"])
+    subject = str(cloud_event.get("subject") or "")
+    span = tracing.begin(
+        target, "consumer",
+        str(cloud_event.get("traceparent") or flask.request.headers.get("traceparent") or ""),
+        str(cloud_event.get("tracestate") or ""))
+    span.attributes.update({"cloudevents.event_id": event_id,
+                            "cloudevents.event_type": event_type,
+                            "cloudevents.event_subject": subject})
+    outcome = "error"  # an exception we did not expect: a 500, retried
+    try:
+        with tracing.active(span) if traced else _untraced(span):
+            _answer(target, work)
+            outcome = "handled"
+    except HTTPException as exc:
+        outcome = "poison" if exc.code == 422 else "transient"
+        raise
+    finally:
+        attributes = span.attributes
+        outcome = str(attributes.get("marketplace.outcome", outcome)) if outcome == "handled" \
+            else outcome
+        attributes["marketplace.outcome"] = outcome
+        seconds = time.perf_counter() - started
+        metrics.event(target, outcome, seconds)
+        logs.event(target, event_id, event_type, subject, span.trace_id if traced else "",
+                   outcome, seconds, int(attributes.get("marketplace.attempt", 1)))
+
+
+@contextmanager
+def _untraced(span: tracing.Span) -> Iterator[tracing.Span]:
+    """A schedule's tick: each PingSource ping would be a trace of its own, with nothing in it."""
+    yield span
+
+
 def _register(target: str, function: CloudEventFunction) -> CloudEventFunction:
+    logs.setup()
+    metrics.expose_on_current_app()
     function.__name__ = target
     function.__qualname__ = target
     return functions_framework.cloud_event(function)  # type: ignore[no-any-return]
@@ -162,7 +246,7 @@ def _triggered(triggers: tuple[type[Event], ...], ordering: Ordering, target: st
                 raise PoisonEvent(f"{target} does not handle {envelope.type}")
             run(envelope)
 
-        _answer(target, work)
+        _observed(target, cloud_event, work)
 
     register_reaction(Reaction(target, tuple(t.topic for t in triggers), None, ordering,
                                source_of_handler(handler)))
@@ -214,11 +298,9 @@ def scheduled(cron: str) -> Callable[[ScheduledHandler], CloudEventFunction]:
 
         def function(cloud_event: CloudEvent) -> None:
             def work() -> None:
-                tick_id = str(cloud_event["id"])
                 with_db_retries(lambda: _run_scheduled(target, handler))
-                log.debug("%s: tick %s done", target, tick_id)
 
-            _answer(target, work)
+            _observed(target, cloud_event, work, traced=False)
 
         register_reaction(Reaction(target, (), cron, "ordered", source_of_handler(handler)))
         wrapped = _register(target, function)

@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 
 import pytest
 import requests
+from otlp import OtlpReceiver
 
-from local import seed
+from local import faults, seed
 from local.embedded import EmbeddedServerError
 from local.stack import Stack, StackConfig, free_port
 
@@ -20,6 +21,9 @@ from local.stack import Stack, StackConfig, free_port
 HOLD_TTL_SECONDS = 8
 SWEEP_INTERVAL_SECONDS = 2
 T = TypeVar("T")
+# Every access and refresh token the session was given: no log line may contain one.
+ISSUED_TOKENS: list[str] = []
+ADMIN_PASSWORD = "admin-password"
 
 
 def eventually(fetch: Callable[[], T], until: Callable[[T], bool] = bool,
@@ -73,10 +77,16 @@ class Client:
 class Marketplace:
     stack: Stack
     admin: Client
+    traces: OtlpReceiver
 
     @property
     def url(self) -> str:
         return self.stack.api_url
+
+    @property
+    def faults_file(self) -> Path:
+        """Where a test injects a fault into the function hosts (`local.faults`)."""
+        return Path(self.stack.config.env[faults.FAULTS_FILE_VARIABLE])
 
     def register(self) -> Client:
         email = f"user-{uuid.uuid4().hex[:10]}@example.com"
@@ -84,6 +94,7 @@ class Marketplace:
             "email": email, "password": "correct horse battery", "full_name": "Test User"})
         assert answer.status_code == 201, answer.text
         body = answer.json()
+        ISSUED_TOKENS.extend([body["access_token"], body["refresh_token"]])
         return Client(self.url, body["access_token"], body["user_id"])
 
     def publish(self, capacity: int, price_cents: int = 4900) -> dict[str, Any]:
@@ -101,18 +112,24 @@ class Marketplace:
 @pytest.fixture(scope="session")
 def marketplace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Marketplace]:
     workdir: Path = tmp_path_factory.mktemp("e2e")
-    stack = Stack(StackConfig(workdir=workdir, port=free_port(), hold_ttl_seconds=HOLD_TTL_SECONDS,
-                              sweep_interval_seconds=SWEEP_INTERVAL_SECONDS, threads=8))
+    traces = OtlpReceiver()  # the functions export their spans here, as to a Collector
+    stack = Stack(StackConfig(
+        workdir=workdir, port=free_port(), hold_ttl_seconds=HOLD_TTL_SECONDS,
+        sweep_interval_seconds=SWEEP_INTERVAL_SECONDS, threads=8,
+        env={"OTEL_EXPORTER_OTLP_ENDPOINT": traces.url, "OTEL_BSP_SCHEDULE_DELAY": "200",
+             "LOG_FORMAT": "json", faults.FAULTS_FILE_VARIABLE: str(workdir / "faults.json")}))
     try:
         stack.start()
     except EmbeddedServerError as exc:
         pytest.exit(str(exc), returncode=1)
     try:
         assert stack.runtime is not None
-        seed.seed_admin(stack.runtime, "admin@marketplace.local", "admin-password")
+        seed.seed_admin(stack.runtime, "admin@marketplace.local", ADMIN_PASSWORD)
         login = requests.post(stack.api_url + "/auth/login", timeout=30, json={
-            "email": "admin@marketplace.local", "password": "admin-password"}).json()
+            "email": "admin@marketplace.local", "password": ADMIN_PASSWORD}).json()
+        ISSUED_TOKENS.extend([login["access_token"], login["refresh_token"]])
         admin = Client(stack.api_url, login["access_token"])
-        yield Marketplace(stack, admin)
+        yield Marketplace(stack, admin, traces)
     finally:
         stack.stop()
+        traces.close()

@@ -6,7 +6,7 @@ import base64
 import time
 import uuid
 
-from conftest import Marketplace
+from conftest import Marketplace, eventually
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from shared.domain.events import DEAD_LETTER_TOPIC
@@ -58,3 +58,15 @@ def test_poison_record_is_dead_lettered_and_the_partition_moves_on(
         assert headers["ce_knativeerrordest"].endswith(b"/reserve-ticket/")
         reason = base64.b64decode(headers["ce_knativeerrordata"])
         assert b"does not match its schema" in reason and b"booking_id" in reason
+    # and the admin API lists each, where it failed and why
+    def listed() -> dict[str, dict[str, object]]:
+        page = marketplace.admin.ok("GET", "/admin/dead-letters?function=reserve_ticket&size=100")
+        return {item["event_id"]: item for item in page["items"]
+                if item["event_id"].encode() in poison_ids}
+
+    items = eventually(listed, lambda found: len(found) == len(poison_ids),
+                       what="the poison records listed")
+    for item in items.values():
+        assert (item["type"], item["topic"], item["code"], item["status"]) == (
+            "marketplace.booking.requested", "booking.requested", 422, "DEAD")
+        assert "does not match its schema" in str(item["reason"])

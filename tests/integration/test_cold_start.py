@@ -195,4 +195,40 @@ def test_the_first_publish_does_not_wait_for_the_producer_and_keeps_the_order(
     with unit_of_work("/test", cold) as uow:  # warm now: published before it returns
         ids.append(uow.emit(example(BookingRequested)).id)
     assert producer.sent == ids
+    cold.marks.flush()  # the marks are written in batches, off the request path
+    assert scalar(rt, "SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+
+
+STOP_AFTER_FIRST_PUBLISH = """
+import sys, time
+from examples import example
+from shared.domain.events import BookingRequested
+from shared.runtime.bootstrap import Runtime
+from shared.runtime.config import Settings
+from shared.runtime.db import Database
+from shared.runtime.reactions import unit_of_work
+
+class Producer:
+    def warm(self) -> None:
+        time.sleep(0.3)  # kafka-python's import and connection
+
+    def send_all(self, records: object) -> None:
+        pass
+
+cfg = Settings.from_env()
+rt = Runtime(cfg, Database(cfg.database_url), Producer())
+with unit_of_work("/test", rt) as uow:
+    uow.emit(example(BookingRequested))
+sys.exit(0)  # scaled back to zero right after its first answer
+"""
+
+
+def test_a_process_stopping_after_its_first_event_sends_and_marks_what_it_committed(
+        rt: Runtime) -> None:
+    """Else the relay's next tick finds the rows, and pays for kafka-python to re-send them."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+    done = subprocess.run([sys.executable, "-c", STOP_AFTER_FIRST_PUBLISH], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert scalar(rt, "SELECT count(*) FROM outbox") == 1
     assert scalar(rt, "SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +53,18 @@ def redis_server(workdir: Path) -> Iterator[EmbeddedServer]:
     server = start_redis(workdir)
     yield server
     server.stop()
+
+
+def test_topics_get_the_partitions_asked_for_and_an_existing_one_keeps_its_own(
+    kafka: EmbeddedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TOPIC_PARTITIONS reaches the broker; changing it never re-partitions a topic (README)."""
+    assert create_topics(kafka.url, ["partitions.seven"], partitions=7) == {"partitions.seven": 7}
+    with caplog.at_level(logging.WARNING, logger="marketplace.topics"):
+        counts = create_topics(kafka.url, ["partitions.seven", "partitions.two"], partitions=2)
+    assert counts == {"partitions.seven": 7, "partitions.two": 2}
+    assert "topic partitions.seven has 7 partitions, not 2" in caplog.text
+    assert "partitions.two" not in caplog.text
 
 
 def test_kafka_roundtrip_with_cloudevent_headers_and_group_commit(

