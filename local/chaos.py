@@ -155,14 +155,17 @@ def inject(stack: Stack, fault: Fault, faults_file: Path) -> Injected:
     return Injected(fault, started, time.time())
 
 
-def attribute(injected: list[Injected], result: load.LoadResult, grace: float) -> list[str]:
+def attribute(injected: list[Injected], result: load.LoadResult, grace: float,
+              origin: float) -> list[str]:
     """Count each failed client request against the fault it happened in; list the others."""
     strays = []
     for attempt in result.failed_attempts():
         window = next((i for i in injected
                        if i.started <= attempt.at <= (i.recovered or i.ended) + grace), None)
         if window is None:
-            strays.append(f"{attempt.method} {attempt.path}: {attempt.status or attempt.error}")
+            answer = f"{attempt.status} {attempt.error}" if attempt.status else attempt.error
+            strays.append(f"{attempt.method} {attempt.path} at {attempt.at - origin:.1f} s:"
+                          f" {answer}")
             continue
         window.failed_requests += 1
         window.retried_ok += attempt.recovered
@@ -207,10 +210,21 @@ def run(rate: float, duration: float, names: list[str], workdir: Path, gap: floa
             injected.append(inject(stack, fault, faults_file))
         result = running.join()
         recoveries(injected, result)
-        strays = attribute(injected, result, grace=5.0)
+        strays = attribute(injected, result, grace=5.0, origin=origin)
         drain(stack)
         checks = run_checks(stack, result, strays)
     return Report(rate, duration, origin, injected, checks, len(result.sessions))
+
+
+def logged_errors(workdir: Path) -> list[str]:
+    """The error lines of every process's log, oldest first in each: what a failed check
+    needs to be understood after the stack's folder is gone."""
+    found = []
+    for path in sorted(workdir.glob("*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if '"level": "error"' in line or '"level": "critical"' in line or " ERROR: " in line:
+                found.append(f"{path.stem}: {line[:2000]}")
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the version make test runs: one kill of each function host,"
                              " a broker freeze and a Redis restart in a minute")
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--keep", type=Path,
+                        help="run the stack in this folder and keep its logs (default: a"
+                             " temporary folder, removed afterwards)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
@@ -230,8 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     names = SHORT_FAULTS if args.short else [f.name for f in ALL_FAULTS]
     duration = args.duration or (60.0 if args.short else 180.0)
     gap = (duration - min(10.0, duration / 6)) / len(names)
-    with tempfile.TemporaryDirectory(prefix="marketplace-chaos-") as tmp:
-        report = run(args.rate, duration, names, Path(tmp), gap)
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        report = run(args.rate, duration, names, args.keep, gap)
+        errors = logged_errors(args.keep) if not report.ok else []
+    else:
+        with tempfile.TemporaryDirectory(prefix="marketplace-chaos-") as tmp:
+            report = run(args.rate, duration, names, Path(tmp), gap)
+            errors = logged_errors(Path(tmp)) if not report.ok else []
+    if errors:
+        print("errors the stack logged (the last 10):", *errors[-10:], sep="\n  ", flush=True)
     print(report.render(), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report.to_json(), indent=2))

@@ -19,7 +19,7 @@ def test_short_fault_injection_run_loses_nothing(tmp_path: Path) -> None:
         [sys.executable, "-m", "local.chaos", "--short", "--rate", "5", "--json", str(report)],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
         timeout=600)
-    print(run.stdout[-6000:], run.stderr[-3000:])
+    print(run.stdout[-25000:], run.stderr[-3000:])
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     found = json.loads(report.read_text())
     assert [f["fault"] for f in found["faults"]] == [
