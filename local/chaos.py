@@ -217,13 +217,21 @@ def run(rate: float, duration: float, names: list[str], workdir: Path, gap: floa
 
 
 def logged_errors(workdir: Path) -> list[str]:
-    """The error lines of every process's log, oldest first in each: what a failed check
-    needs to be understood after the stack's folder is gone."""
-    found = []
+    """The error lines of every process's log, with a plain-text traceback that follows one:
+    what a failed check needs to be understood after the stack's folder is gone."""
+    markers = ('"level": "error"', '"level": "critical"', "[ERROR]", " ERROR: ", "Traceback")
+    found: list[str] = []
     for path in sorted(workdir.glob("*.log")):
+        following = 0
         for line in path.read_text(errors="replace").splitlines():
-            if '"level": "error"' in line or '"level": "critical"' in line or " ERROR: " in line:
+            if any(marker in line for marker in markers):
                 found.append(f"{path.stem}: {line[:2000]}")
+                following = 25
+            elif following and not line.startswith(("{", "[")):
+                found[-1] += "\n    " + line[:300]
+                following -= 1
+            else:
+                following = 0
     return found
 
 
