@@ -164,6 +164,8 @@ def render(fig: Figures, report: dict[str, Any]) -> str:
                          f"{f['cpu_ms']:8.1f}   {f['p99_wall_ms_at_most']}")
     if fig.first_problem:
         lines.append(f"  first problem      {fig.first_problem}")
+    if fig.first_failed_attempt:
+        lines.append(f"  first failed try   {fig.first_failed_attempt}")
     if "half_rate" in report:
         half = report["half_rate"]
         lines.append(f"  at half the rate   {half['rate']:.1f}/s: request->held"

@@ -65,6 +65,7 @@ class Figures:
     others_busy: float = 0.0  # of which not ours (other engineers' work): noise
     cores: int = os.cpu_count() or 1
     first_problem: str | None = None
+    first_failed_attempt: str | None = None  # its answer, to tell a 5xx from a reset
 
     @property
     def confirmed_per_s(self) -> float:
@@ -108,6 +109,7 @@ class Figures:
             "machine_busy_cores": round(self.machine_busy, 2),
             "other_processes_busy_cores": round(self.others_busy, 2),
             "first_problem": self.first_problem,
+            "first_failed_attempt": self.first_failed_attempt,
         }
 
 
@@ -189,6 +191,10 @@ def figures(bench: Bench, result: load.LoadResult, before: Sample, after: Sample
     fig.unexpected = sum(1 for s in cohort if not s.ok)
     fig.failed_attempts = sum(len(s.failures) for s in cohort)
     fig.late_starts = sum(1 for s in cohort if s.requested - s.scheduled > 0.1)
+    failed = next((f for s in cohort for f in s.failures), None)
+    if failed is not None:
+        answer = f"{failed.status} {failed.error}" if failed.status else failed.error
+        fig.first_failed_attempt = f"{failed.method} {failed.path}: {answer}"
     bad = next((s for s in cohort if not s.ok), None)
     if bad is not None:
         fig.first_problem = f"{bad.behaviour} {bad.booking_id}: {bad.error or bad.final_status}"
