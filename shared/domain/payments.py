@@ -33,9 +33,11 @@ def open_payment_row(tx: Tx, booking_id: uuid.UUID) -> Row | None:
     )
     if booking is None or booking["amount_cents"] is None:
         return None
+    # No conflict target: payment_id and booking_id are both unique, and two opens at
+    # once must meet as a conflict on either, not as a unique violation on the other.
     tx.execute(
         "INSERT INTO payments (payment_id, booking_id, user_id, amount_cents, currency, status)"
-        " VALUES (:p, :b, :u, :amount, :cur, :status) ON CONFLICT (booking_id) DO NOTHING",
+        " VALUES (:p, :b, :u, :amount, :cur, :status) ON CONFLICT DO NOTHING",
         p=payment_id_for(booking_id), b=booking_id, u=booking["user_id"],
         amount=booking["amount_cents"], cur=booking["currency"],
         status="REQUIRES_PAYMENT" if booking["status"] == "AWAITING_PAYMENT" else "CANCELLED",

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from support import COURSE, fixture, outbox, post, row, scalar, seed_booking, seed_course
 from support import ticket_counts as counts
 
-from shared.domain import holds
+from shared.domain import holds, payments
 from shared.runtime.bootstrap import Runtime
 
 
@@ -84,3 +84,37 @@ def test_payment_and_expiry_racing_end_in_one_consistent_outcome(rt: Runtime) ->
         money = scalar(rt, "SELECT status FROM payments WHERE payment_id = :p", p=payment)
         assert (final["status"], money) in {("CONFIRMED", "SUCCEEDED"), ("EXPIRED", "REFUNDED")}
         assert counts(rt, COURSE)["SOLD"] == 0  # settle_ticket has not run in this test
+
+
+def test_paying_while_the_payment_opens_finds_the_one_payment(rt: Runtime) -> None:
+    """The user's POST .../payment and the reaction to payment.requested both open the
+    booking's payment at once; each must get the one payment, never an error.
+
+    With only `booking_id` as the conflict target, two inserts that both passed
+    ON CONFLICT's check before either wrote met at the primary key instead, a
+    unique violation: a 500 for the user, once in a CI chaos run, and here 2 or
+    3 pairs in 1000 before the fix (so 2000 pairs catch it almost surely).
+    """
+    seed_course(rt)
+    bookings = [uuid.uuid4() for _ in range(2000)]
+    with rt.db.transaction() as tx:
+        for booking in bookings:
+            tx.execute("INSERT INTO bookings (booking_id, course_id, user_id, status, amount_cents,"
+                       " currency) VALUES (:b, :c, :u, 'AWAITING_PAYMENT', 4900, 'EUR')",
+                       b=booking, c=COURSE, u=uuid.uuid4())
+
+    def open_payment(booking: uuid.UUID) -> object:
+        try:
+            with rt.db.transaction() as tx:
+                payment = payments.open_payment_row(tx, booking)
+                return None if payment is None else payment["payment_id"]
+        except Exception as exc:  # what the test is about: reported, not lost in a thread
+            return exc
+
+    failures = []
+    for booking in bookings:
+        opened = race([lambda b=booking: open_payment(b)] * 2)
+        if opened != [payments.payment_id_for(booking)] * 2:
+            failures.append(opened)
+    assert failures == []
+    assert scalar(rt, "SELECT count(*) FROM payments") == len(bookings)
