@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,22 +33,13 @@ from werkzeug.routing import Map, Rule
 
 from shared.edge import tokens
 from shared.runtime import logs, metrics, tracing
-from shared.runtime.db import Row, Tx, is_connection_lost
-from shared.runtime.errors import SchemaBehind
+from shared.runtime.db import Row, Tx
+from shared.runtime.errors import SchemaBehind, is_outage
 from shared.runtime.routing import Endpoint, register_endpoint, source_of_handler
 
 log = logging.getLogger("marketplace.http")
 
 PROBLEM_JSON = "application/problem+json"
-
-
-def is_outage(exc: BaseException) -> bool:
-    """A database or Redis restart or fail-over, not a bug: worth trying again soon."""
-    if is_connection_lost(exc):
-        return True
-    redis_errors = sys.modules.get("redis.exceptions")  # no import: no Redis, no Redis error
-    return redis_errors is not None and isinstance(
-        exc, (redis_errors.ConnectionError, redis_errors.TimeoutError))
 
 
 def _lower_domain(address: str) -> str:

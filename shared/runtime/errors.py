@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import flask
+
+from shared.runtime.db import is_connection_lost
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -22,3 +25,12 @@ class SchemaBehind(TransientError):
                 "title": "Schema Behind", "status": 503, "detail": str(self)}
         return flask.Response(json.dumps(body), 503, {"Retry-After": "5"},
                               mimetype=PROBLEM_JSON)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """A database or Redis restart or fail-over, not a bug: worth trying again soon."""
+    if is_connection_lost(exc):
+        return True
+    redis_errors = sys.modules.get("redis.exceptions")  # no import: no Redis, no Redis error
+    return redis_errors is not None and isinstance(
+        exc, (redis_errors.ConnectionError, redis_errors.TimeoutError))

@@ -30,7 +30,7 @@ from shared.runtime import logs, metrics, outbox, tracing
 from shared.runtime.bootstrap import Runtime, runtime
 from shared.runtime.db import Tx, is_retryable
 from shared.runtime.envelope import Envelope, PoisonEvent, from_cloudevent
-from shared.runtime.errors import SchemaBehind, TransientError
+from shared.runtime.errors import SchemaBehind, TransientError, is_outage
 from shared.runtime.routing import Ordering, Reaction, register_reaction, source_of_handler
 
 log = logging.getLogger("marketplace.runtime")
@@ -179,6 +179,12 @@ def _answer(target: str, work: Callable[[], None]) -> str:
     except TransientError as exc:
         log.info("%s: not now: %s", target, exc)
         flask.abort(503, description=str(exc))
+    except Exception as exc:
+        if not is_outage(exc):
+            raise  # a bug: a 500 with its traceback, and retried
+        # Still down after the in-process retries: a 503, counted `transient`, not `error`.
+        log.warning("%s: a backing service is unreachable: %s", target, exc)
+        flask.abort(503, description="a backing service is unreachable; try again")
 
 
 def _observed(target: str, cloud_event: CloudEvent, work: Callable[[], None],

@@ -19,8 +19,7 @@ from typing import cast
 import flask
 import functions_framework
 
-from shared.edge.api import is_outage
-from shared.runtime.errors import SchemaBehind, TransientError
+from shared.runtime.errors import SchemaBehind, TransientError, is_outage
 from shared.runtime.routing import Reaction, register_reaction, source_of_handler
 
 log = logging.getLogger("marketplace.runtime")

@@ -163,6 +163,28 @@ def test_open_hold_does_nothing_for_a_cancelled_booking(rt: Runtime) -> None:
     assert booking(rt)["status"] == "CANCELLED" and outbox(rt) == []
 
 
+def test_open_hold_with_redis_down_answers_503_and_changes_nothing(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Redis restart is an outage, not a bug: 503 (counted `transient`), and the
+    hold opens on the redelivery once Redis is back."""
+    import redis
+
+    seed_course(rt)
+    seed_booking(rt)
+    reserve(rt)
+    event = fixture("ticket.reserved", ticket_id=booking(rt)["ticket_id"])
+    working = rt.redis
+    monkeypatch.setattr(rt, "_redis", redis.Redis(port=1, socket_connect_timeout=0.2))
+    answer = post("open_hold", event)
+    assert answer.status_code == 503
+    assert b"unreachable" in answer.data
+    assert booking(rt)["status"] == "PENDING" and outbox(rt, "payment.requested") == []
+    assert scalar(rt, "SELECT count(*) FROM inbox WHERE consumer = 'open_hold'") == 0
+    monkeypatch.setattr(rt, "_redis", working)
+    assert post("open_hold", event).status_code == 200
+    assert booking(rt)["status"] == "AWAITING_PAYMENT"
+
+
 # --- open_payment ---------------------------------------------------------------------
 
 
