@@ -227,7 +227,8 @@ def main(argv: list[str] | None = None) -> None:
             bench = Bench(stack.api_url, load.login(stack.api_url, *ADMIN),
                           load.register_users(stack.api_url, args.users), stack.pids,
                           {"api": stack.api_url, "reactions": stack.reactions_url},
-                          hops=lambda since, until: hops.hop_latency(runtime.db, since, until))
+                          hops=lambda since, until: hops.hop_latency(runtime.db, since, until),
+                          triggers=stack.triggers_url)
             report: dict[str, Any] = {"started": datetime.now(UTC).isoformat(),
                                       "hold_ttl_seconds": hold_ttl, "loadavg": os.getloadavg()}
             if args.max:
