@@ -115,10 +115,18 @@ def find_max(bench: Bench, args: argparse.Namespace, report: dict[str, Any]) -> 
                 good = middle
             else:
                 bad = middle
-    print(f"confirming {good:.1f}/s for {args.duration:.0f} s...", flush=True)
-    best = bench.measure(good, args.duration, args.warmup, args.mix)
-    report["sustainable"] = best.sustainable(args.max_p99)
-    bench.wait_quiet()
+    # A backlog can build too slowly for a short step to show it: a rate that does not
+    # hold for the whole run is not the answer; a tenth lower is tried, three times at most.
+    for attempt in range(4):
+        print(f"confirming {good:.1f}/s for {args.duration:.0f} s...", flush=True)
+        best = bench.measure(good, args.duration, args.warmup, args.mix)
+        report["sustainable"] = best.sustainable(args.max_p99)
+        bench.wait_quiet()
+        if report["sustainable"] or attempt == 3 or good <= 1.0:
+            break
+        report.setdefault("not_confirmed", []).append(best.to_json())
+        print(f"  {good:.1f}/s did not hold: {best.confirmed_per_s:.1f}/s confirmed", flush=True)
+        good = max(1.0, round(good * 0.9, 1))
     half = round(good / 2, 1)
     print(f"latency under load: {half:.1f}/s for {args.step_duration * 2:.0f} s...", flush=True)
     report["half_rate"] = bench.measure(half, args.step_duration * 2, args.warmup,
