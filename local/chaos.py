@@ -186,10 +186,9 @@ def run(rate: float, duration: float, names: list[str], workdir: Path, gap: floa
     stack = Stack(StackConfig(
         workdir=workdir, port=free_port(), hold_ttl_seconds=HOLD_TTL_SECONDS,
         sweep_interval_seconds=SWEEP_INTERVAL_SECONDS, threads=16,
+        access_token_ttl_seconds=24 * 3600,  # a longer --duration must not end in 401s
         env={faults.FAULTS_FILE_VARIABLE: str(faults_file),
-             DELIVERY_TIMEOUT_VARIABLE: str(DELIVERY_TIMEOUT_SECONDS),
-             # its clients sign in once: a longer --duration must not end in 401s
-             "ACCESS_TOKEN_TTL_SECONDS": str(24 * 3600)}))
+             DELIVERY_TIMEOUT_VARIABLE: str(DELIVERY_TIMEOUT_SECONDS)}))
     chosen = [f for f in ALL_FAULTS if f.name in names]
     with stack:
         assert stack.runtime is not None

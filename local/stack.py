@@ -76,6 +76,8 @@ class StackConfig:
     port: int = 8080
     hold_ttl_seconds: int | None = None
     sweep_interval_seconds: int | None = None
+    # Load runs sign their clients in once and may outlast a default 15-minute token.
+    access_token_ttl_seconds: int | None = None
     threads: int = 16
     # Each GET ?wait_for= holds an API thread while it waits (not a database connection).
     api_threads: int = 64
@@ -127,6 +129,8 @@ class Stack:
             env["HOLD_TTL_SECONDS"] = str(cfg.hold_ttl_seconds)
         if cfg.sweep_interval_seconds is not None:
             env["SWEEP_INTERVAL_SECONDS"] = str(cfg.sweep_interval_seconds)
+        if cfg.access_token_ttl_seconds is not None:
+            env["ACCESS_TOKEN_TTL_SECONDS"] = str(cfg.access_token_ttl_seconds)
         for variable, starter in (("KAFKA_BOOTSTRAP_SERVERS", embedded.start_kafka),
                                   ("DATABASE_URL", embedded.start_postgres),
                                   ("REDIS_URL", embedded.start_redis),
