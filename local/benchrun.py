@@ -125,16 +125,6 @@ class Bench:
     session: load.SessionSettings = field(default_factory=load.SessionSettings)
     # (window start, end) in epoch seconds -> "topic -> function" -> p50/p95/p99 ms (local.hops)
     hops: Callable[[float, float], dict[str, dict[str, float]]] | None = None
-    triggers: str = ""  # the KafkaSource emulator's base URL, for its consumer lag
-
-    def lag(self) -> int | None:
-        """Records the emulator has not delivered yet, over every consumer group."""
-        if not self.triggers:
-            return None
-        with urllib.request.urlopen(self.triggers + "/metrics", timeout=10) as answer:
-            text = answer.read().decode()
-        return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
-                   if line.startswith("marketplace_kafkasource_lag{"))
 
     def timing(self) -> dict[str, dict[str, Any]]:
         found = {}
@@ -147,25 +137,6 @@ class Bench:
         return Sample(time.time(), cpu.tree_seconds(self.pids()),
                       sum(cpu.thread_seconds(run.thread_ids()).values()), cpu.own_seconds(),
                       self.timing(), cpu.machine_busy_seconds(), os.getloadavg()[0])
-
-    def wait_quiet(self, timeout: float = 300.0) -> bool:
-        """Until the saga's backlog is gone: the reactions host handled nothing for a
-        second and the emulator has nothing left to deliver.
-
-        A step right after one that was not sustainable would otherwise be measured
-        with its backlog; when the backlog outlasts `timeout`, it says so.
-        """
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            now = {k: v["count"] for k, v in self.timing().get("reactions", {}).items()}
-            if now == last and not self.lag():
-                return True
-            last = now
-            threading.Event().wait(1.0)
-        print(f"  (the backlog did not drain in {timeout:.0f} s: what comes next inherits it)",
-              flush=True)
-        return False
 
     def courses(self, sessions: int) -> list[str]:
         capacity = sessions + 20
