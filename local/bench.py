@@ -4,6 +4,7 @@
     python -m local.bench --max                            # the highest sustainable rate
     python -m local.bench --rate 5 --mix pay=90,decline=5,expire=5 --json bench.json
     python -m local.bench --cold-start ...                 # local.coldstart, not this
+    python -m local.bench --broker-growth                  # local.brokergrowth, not this
 
 Starts a fresh local stack, registers the users, then drives the load of
 `local.load` (clients wait with GET ?wait_for=, never a polling loop). After
@@ -228,6 +229,10 @@ def main(argv: list[str] | None = None) -> None:
         argv.remove("--cold-start")
         # Another command sharing `make bench`, imported only when asked for.
         importlib.import_module("local.coldstart").main(argv)
+        return
+    if "--broker-growth" in argv:
+        argv.remove("--broker-growth")
+        importlib.import_module("local.brokergrowth").main(argv)
         return
     args = arguments(argv)
     expires = bool({"expire", "late_pay"} & set(args.mix))
