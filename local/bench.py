@@ -52,6 +52,24 @@ from local.stack import Stack, StackConfig, free_port
 ADMIN = ("admin@marketplace.local", "bench-admin-password")
 
 
+REFERENCE_STEPS = 10_000_000
+
+
+def reference_loop_ms() -> float:
+    """CPU ms for a plain Python loop, the fastest of three, taken before the stack starts.
+
+    Machines of the same kind differ by nearly two to one in how much CPU the
+    same work takes, so a figure per booking means little without this.
+    """
+    best = math.inf
+    for _ in range(3):
+        started, total = time.process_time(), 0
+        for step in range(REFERENCE_STEPS):
+            total += step
+        best = min(best, time.process_time() - started)
+    return round(1000 * best, 1)
+
+
 def parse_mix(text: str) -> dict[str, float]:
     """`pay=90,decline=5,expire=5` (weights, any scale)."""
     mix = {}
@@ -170,8 +188,12 @@ def render(fig: Figures, report: dict[str, Any]) -> str:
         f"  machine            load average {fig.loadavg[0]:.2f} -> {fig.loadavg[1]:.2f};"
         f" {fig.machine_busy:.2f} of {fig.cores} cores busy, {fig.others_busy:.2f} of them"
         " outside the stack and the bench",
-        "  CPU per confirmed booking, by process (ms):",
     ]
+    if "reference_loop_ms" in report:
+        lines.append(f"  machine speed      {report['reference_loop_ms']:.0f} ms of CPU for a"
+                     f" {REFERENCE_STEPS // 1_000_000} M-step Python loop (compare runs across"
+                     " machines by it)")
+    lines.append("  CPU per confirmed booking, by process (ms):")
     for role, value in sorted(fig.cpu_ms.items(), key=lambda item: -item[1]):
         lines.append(f"    {role:<38} {value:8.1f}")
     if fig.hops:
@@ -238,7 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     expires = bool({"expire", "late_pay"} & set(args.mix))
     hold_ttl = args.hold_ttl or (15 if expires else 600)
     report: dict[str, Any] = {"started": datetime.now(UTC).isoformat(),
-                              "hold_ttl_seconds": hold_ttl, "loadavg": os.getloadavg()}
+                              "hold_ttl_seconds": hold_ttl, "loadavg": os.getloadavg(),
+                              "reference_loop_ms": reference_loop_ms()}
 
     def fresh() -> AbstractContextManager[Bench]:
         return fresh_bench(hold_ttl, expires, args.users)

@@ -95,3 +95,12 @@ def test_a_rate_that_does_not_hold_for_the_whole_run_is_confirmed_a_tenth_lower(
     assert report["sustainable"] is True
     assert len(report["not_confirmed"]) == len(confirming) - 1
 
+
+
+def test_the_report_says_how_fast_the_machine_was() -> None:
+    fig = Figures(rate=10.0, window=60.0, mix={"pay": 1.0}, confirmed=600,
+                  expected_confirmations=600)
+
+    text = bench.render(fig, {"reference_loop_ms": 385.0})
+
+    assert "machine speed      385 ms of CPU for a 10 M-step Python loop" in text
