@@ -47,7 +47,7 @@ from typing import Any
 
 from local import hops, load, seed
 from local.benchrun import Bench, Figures
-from local.stack import Stack, StackConfig, free_port
+from local.stack import LOAD_RUN_TOKEN_TTL_SECONDS, Stack, StackConfig, free_port
 
 ADMIN = ("admin@marketplace.local", "bench-admin-password")
 
@@ -287,9 +287,7 @@ def fresh_bench(hold_ttl: int, expires: bool, users: int) -> Iterator[Bench]:
     with tempfile.TemporaryDirectory(prefix="marketplace-bench-") as tmp:
         config = StackConfig(workdir=Path(tmp), port=free_port(), hold_ttl_seconds=hold_ttl,
                              sweep_interval_seconds=5 if expires else None,
-                             # a --max run lasts about 20 minutes; it measures the saga,
-                             # not signing in again
-                             access_token_ttl_seconds=24 * 3600)
+                             access_token_ttl_seconds=LOAD_RUN_TOKEN_TTL_SECONDS)
         with Stack(config) as stack:
             assert stack.runtime is not None
             runtime = stack.runtime
@@ -298,6 +296,7 @@ def fresh_bench(hold_ttl: int, expires: bool, users: int) -> Iterator[Bench]:
                         load.register_users(stack.api_url, users), stack.pids,
                         {"api": stack.api_url, "reactions": stack.reactions_url},
                         hops=lambda since, until: hops.hop_latency(runtime.db, since, until))
+
 
 if __name__ == "__main__":
     main()

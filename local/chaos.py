@@ -31,7 +31,7 @@ from typing import Any
 
 from local import faults, load, seed
 from local.chaos_checks import Check, drain, run_checks
-from local.stack import Stack, StackConfig, free_port
+from local.stack import LOAD_RUN_TOKEN_TTL_SECONDS, Stack, StackConfig, free_port
 from local.triggers import DELIVERY_TIMEOUT_VARIABLE
 
 log = logging.getLogger("marketplace.chaos")
@@ -186,7 +186,7 @@ def run(rate: float, duration: float, names: list[str], workdir: Path, gap: floa
     stack = Stack(StackConfig(
         workdir=workdir, port=free_port(), hold_ttl_seconds=HOLD_TTL_SECONDS,
         sweep_interval_seconds=SWEEP_INTERVAL_SECONDS, threads=16,
-        access_token_ttl_seconds=24 * 3600,  # a longer --duration must not end in 401s
+        access_token_ttl_seconds=LOAD_RUN_TOKEN_TTL_SECONDS,
         env={faults.FAULTS_FILE_VARIABLE: str(faults_file),
              DELIVERY_TIMEOUT_VARIABLE: str(DELIVERY_TIMEOUT_SECONDS)}))
     chosen = [f for f in ALL_FAULTS if f.name in names]

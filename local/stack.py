@@ -69,6 +69,10 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
+LOAD_RUN_TOKEN_TTL_SECONDS = 24 * 3600
+"""Access tokens for the bench's and the chaos run's clients: they sign in once and a
+run (a `--max` lasts about 20 minutes) must not end in 401s."""
+
 
 @dataclass
 class StackConfig:
