@@ -5,6 +5,17 @@
 # (python -m shared.migrations), the watcher and docker-compose's hosts run this image.
 #   docker build -t marketplace . && docker run -e FUNCTION_TARGET=health ... marketplace
 
+# --- fake-stripe: the local payment provider, for docker-compose only ---------------
+# `localstripe` (GPL-3.0, a test tool) never enters the functions' image: this target
+# is built on its own (docker-compose's `payments` service) from one launcher file.
+FROM python:3.11.13-slim-bookworm AS fake-stripe
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
+RUN pip install localstripe==1.15.10
+COPY local/fakestripe.py /opt/fakestripe.py
+USER 10001:10001
+EXPOSE 8420
+ENTRYPOINT ["python", "/opt/fakestripe.py", "--host", "0.0.0.0", "--port", "8420"]
+
 # --- build: the runtime dependencies in a venv ------------------------------------
 FROM python:3.11.13-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 \

@@ -5,8 +5,6 @@ Also its history, `GET /bookings/{id}/timeline` (read by `shared.domain.timeline
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -14,8 +12,10 @@ from typing import Annotated, Any, Literal
 import flask
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from shared.adapters import stripe_provider
 from shared.domain import holds, payments, timeline
-from shared.domain.events import BookingCancelled, BookingRequested, PaymentFailed, PaymentSucceeded
+from shared.domain.events import BookingCancelled, BookingRequested, PaymentSucceeded
+from shared.edge import idempotency
 from shared.edge.api import (
     Api,
     Page,
@@ -47,7 +47,9 @@ class NewBooking(BaseModel):
 
 class Payment(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    payment_method: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    payment_method: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = Field(
+        None, description="a card token (pm_card_visa); without one, confirm with the"
+        " client_secret at the provider")
 
 
 Status = Literal["PENDING", "AWAITING_PAYMENT", "CONFIRMED", "REJECTED", "CANCELLED", "EXPIRED"]
@@ -77,7 +79,10 @@ class Accepted(BaseModel):
 class PaymentAccepted(BaseModel):
     booking_id: uuid.UUID
     payment_id: uuid.UUID
-    status: Literal["PROCESSING"]
+    status: Literal["REQUIRES_PAYMENT", "PROCESSING", "SUCCEEDED"]
+    provider: Literal["stripe", "none"]
+    provider_payment_id: str | None
+    client_secret: str | None
 
 
 class WaitQuery(BaseModel):
@@ -115,30 +120,17 @@ def request_booking(request: Request) -> object:
     """Ask for a ticket; the answer comes as the booking's status (Idempotency-Key honoured)."""
     body: NewBooking = request.body
     user = request.user
-    key = request.raw.headers.get("Idempotency-Key")
-    if key is not None and (not 1 <= len(key) <= 200 or not key.isprintable()):
-        raise Problem(400, "Bad Request", "Idempotency-Key must be 1..200 printable characters")
-    fingerprint = hashlib.sha256(json.dumps(body.model_dump(mode="json")).encode()).hexdigest()
+    key = idempotency.key_of(request.raw)
     booking_id = uuid.uuid4()
     answer = {"booking_id": str(booking_id), "status": "PENDING"}
     with unit_of_work(SOURCE) as uow:
         if key is not None:
             # A concurrent retry with the same key waits here until this one commits.
-            fresh = uow.tx.execute(
-                "INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response)"
-                " VALUES (:u, :k, :h, 202, CAST(:r AS jsonb)) ON CONFLICT DO NOTHING",
-                u=user.user_id, k=key, h=fingerprint, r=json.dumps(answer),
-            )
-            if not fresh:
-                first = uow.tx.one(
-                    "SELECT request_hash, status_code, response FROM idempotency_keys"
-                    " WHERE user_id = :u AND key = :k", u=user.user_id, k=key,
-                )
-                assert first is not None
-                if first["request_hash"] != fingerprint:
-                    raise Problem(422, "Idempotency Key Reused",
-                                  "this Idempotency-Key was used with a different body")
-                return first["status_code"], first["response"]
+            first = idempotency.claim(uow.tx, user.user_id, key,
+                                      idempotency.fingerprint(body.model_dump(mode="json")),
+                                      (202, answer))
+            if first is not None:
+                return first
         row = uow.tx.one(
             "INSERT INTO bookings (booking_id, course_id, user_id, trace_context)"
             " VALUES (:b, :c, :u, :t) RETURNING created_at",
@@ -208,53 +200,110 @@ def booking_timeline(request: Request) -> object:
 
 
 @api.route("POST", "/bookings/<uuid:booking_id>/payment", body=Payment, roles=ANYONE_SIGNED_IN,
-           response=PaymentAccepted, status=202, errors=(400, 404, 409))
+           response=PaymentAccepted, status=202, errors=(400, 404, 409, 422, 503))
 def pay(request: Request) -> object:
-    """Pay for a booking that is awaiting payment (`pm_card_visa`, `pm_card_chargeDeclined`)."""
+    """Pay for a booking awaiting payment: its PaymentIntent, confirmed with a card token if given.
+
+    Without `payment_method` the answer's `client_secret` lets the client
+    confirm the intent with the provider itself. The booking is settled by
+    the provider's word (its webhook), never by this answer. Provider calls
+    happen between short transactions, never inside one.
+    """
     body: Payment = request.body
-    if not payments.is_known_method(body.payment_method):
-        raise Problem(400, "Bad Request", "unknown payment method", [{
-            "field": "payment_method",
-            "message": f"use one of {', '.join(sorted(payments.TEST_CARDS))}",
-        }])
+    booking_id: uuid.UUID = request.params["booking_id"]
+    user = request.user
+    key = idempotency.key_of(request.raw)
+    print_ = idempotency.fingerprint("pay", str(booking_id), body.model_dump(mode="json"))
+    if key is not None:
+        with unit_of_work(SOURCE) as uow:
+            first = idempotency.first_answer(uow.tx, user.user_id, key, print_)
+        if first is not None:
+            return first
+    answer = _pay(booking_id, user, body.payment_method)
+    if key is not None:
+        with unit_of_work(SOURCE) as uow:
+            first = idempotency.claim(uow.tx, user.user_id, key, print_, (202, answer))
+        if first is not None:
+            return first
+    return answer
+
+
+def _pay(booking_id: uuid.UUID, user: Principal, method: str | None) -> dict[str, Any]:
     with unit_of_work(SOURCE) as uow:
-        booking = own_booking(uow, request.params["booking_id"], request.user, "FOR SHARE")
+        booking = own_booking(uow, booking_id, user, "FOR SHARE")
         tracing.adopt(booking["trace_context"])  # paying is part of the booking's trace
-        if booking["user_id"] != request.user.user_id:
+        if booking["user_id"] != user.user_id:
             raise not_found("booking")  # an admin may read it, only its user pays it
         if booking["status"] != "AWAITING_PAYMENT" or booking["hold_expires_at"] <= uow.now:
             raise conflict(f"the booking is {booking['status']}, not awaiting payment")
-        payment = payments.open_payment_row(uow.tx, booking["booking_id"])
+        payment = payments.open_payment_row(uow.tx, booking_id)
         if payment is None or payment["status"] != "REQUIRES_PAYMENT":
             raise conflict("this booking's payment was already made or closed")
-        result = payments.charge(payment["payment_id"], payment["amount_cents"],
-                                 payment["currency"], body.payment_method)
-        uow.tx.execute(
-            "UPDATE payments SET status = :s, payment_method = :m, charge_id = :ch,"
-            " decline_code = :d, updated_at = now() WHERE payment_id = :p",
-            s="SUCCEEDED" if result.succeeded else "FAILED", m=body.payment_method,
-            ch=result.charge_id, d=result.decline_code, p=payment["payment_id"],
-        )
-        if result.succeeded:
-            uow.emit(PaymentSucceeded(
-                payment_id=payment["payment_id"], booking_id=booking["booking_id"],
-                amount_cents=payment["amount_cents"], currency=payment["currency"],
-                charge_id=result.charge_id,
-            ))
-        else:
-            uow.emit(PaymentFailed(payment_id=payment["payment_id"],
-                                   booking_id=booking["booking_id"],
-                                   decline_code=result.decline_code or "declined"))
-    return {"booking_id": str(booking["booking_id"]), "payment_id": str(payment["payment_id"]),
-            "status": "PROCESSING"}
+        if payment["amount_cents"] == 0:  # free: nothing for a provider to take
+            uow.tx.execute("UPDATE payments SET status = 'SUCCEEDED', provider = :none,"
+                           " charge_id = :free, updated_at = now() WHERE payment_id = :p",
+                           none=payments.FREE_PROVIDER, free=payments.FREE_CHARGE_ID,
+                           p=payment["payment_id"])
+            uow.emit(PaymentSucceeded(payment_id=payment["payment_id"], booking_id=booking_id,
+                                      amount_cents=0, currency=payment["currency"],
+                                      charge_id=payments.FREE_CHARGE_ID))
+            return _payment_answer(payment, "SUCCEEDED", payments.FREE_PROVIDER)
+    provider = runtime().provider
+    if payment["provider_payment_id"] is None:
+        intent = provider.create_intent(str(payment["payment_id"]), str(booking_id),
+                                        payment["amount_cents"], payment["currency"])
+        with unit_of_work(SOURCE) as uow:
+            stored = uow.tx.one(
+                "UPDATE payments SET provider = :prov, provider_payment_id = :i,"
+                " client_secret = :s, updated_at = now()"
+                " WHERE payment_id = :p AND provider_payment_id IS NULL RETURNING *",
+                prov=stripe_provider.PROVIDER, i=intent.id, s=intent.client_secret,
+                p=payment["payment_id"])
+            # A concurrent payment of the same booking stored its intent first: use that one.
+            payment = stored or uow.tx.one("SELECT * FROM payments WHERE payment_id = :p",
+                                           p=payment["payment_id"])
+            assert payment is not None
+    status = "REQUIRES_PAYMENT"
+    if method is not None:
+        try:
+            provider.confirm(payment["provider_payment_id"], method)
+        except stripe_provider.UnknownPaymentMethod as exc:
+            raise Problem(400, "Bad Request", "the payment provider does not know this method",
+                          [{"field": "payment_method", "message": "unknown payment method"}]
+                          ) from exc
+        except stripe_provider.ProviderRefused as exc:
+            raise conflict("this booking's payment can no longer be made") from exc
+        with unit_of_work(SOURCE) as uow:  # forward only: the webhook may have been faster
+            uow.tx.execute("UPDATE payments SET status = 'PROCESSING', payment_method = :m,"
+                           " updated_at = now() WHERE payment_id = :p"
+                           " AND status = 'REQUIRES_PAYMENT'", m=method,
+                           p=payment["payment_id"])
+        status = "PROCESSING"
+    return _payment_answer(payment, status, stripe_provider.PROVIDER)
+
+
+def _payment_answer(payment: Row, status: str, provider: str) -> dict[str, Any]:
+    return {"booking_id": str(payment["booking_id"]), "payment_id": str(payment["payment_id"]),
+            "status": status, "provider": provider,
+            "provider_payment_id": payment["provider_payment_id"],
+            "client_secret": payment["client_secret"]}
 
 
 @api.route("POST", "/bookings/<uuid:booking_id>/cancel", roles=ANYONE_SIGNED_IN,
-           response=Accepted, status=202, errors=(404, 409))
+           response=Accepted, status=202, errors=(404, 409, 422))
 def cancel(request: Request) -> object:
     """Cancel a booking that is pending or awaiting payment; its ticket goes back on sale."""
+    booking_id: uuid.UUID = request.params["booking_id"]
+    key = idempotency.key_of(request.raw)
+    answer = {"booking_id": str(booking_id), "status": "CANCELLED"}
     with unit_of_work(SOURCE) as uow:
-        booking = own_booking(uow, request.params["booking_id"], request.user, "FOR UPDATE")
+        if key is not None:
+            first = idempotency.claim(uow.tx, request.user.user_id, key,
+                                      idempotency.fingerprint("cancel", str(booking_id)),
+                                      (202, answer))
+            if first is not None:
+                return first
+        booking = own_booking(uow, booking_id, request.user, "FOR UPDATE")
         tracing.adopt(booking["trace_context"])  # so is cancelling
         if booking["status"] not in {"PENDING", "AWAITING_PAYMENT"}:
             raise conflict(f"the booking is {booking['status']} and can no longer be cancelled")
@@ -269,7 +318,7 @@ def cancel(request: Request) -> object:
             course_id=booking["course_id"], ticket_id=booking["ticket_id"],
             reason="user_cancelled",
         ))
-    return {"booking_id": str(booking["booking_id"]), "status": "CANCELLED"}
+    return answer
 
 
 @endpoint("/bookings")

@@ -1,15 +1,43 @@
-"""A booking closed without being paid: its open payment can no longer be paid."""
+"""A booking closed without being paid: its payment can no longer be paid, here or at the provider.
+
+Three steps, since the provider call may not happen inside a transaction:
+close our payment (forward only), cancel its intent at the provider, and apply
+the provider's answer with this event's inbox row. A redelivery repeats the
+first two harmlessly (a cancelled intent stays cancelled) and the inbox makes
+the third happen once. If the money came first (the intent had succeeded),
+the answer says so: the payment becomes SUCCEEDED and `settle_booking`
+refunds it. A provider that is down answers 503, and the event comes again.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from shared.domain import payments
 from shared.domain.events import BookingCancelled, BookingExpired
-from shared.runtime.reactions import Emitted, UnitOfWork, reaction
+from shared.runtime.bootstrap import Runtime
+from shared.runtime.envelope import Envelope
+from shared.runtime.reactions import UnitOfWork, effect, handle, source_of, unit_of_work
+
+TARGET = "cancel_open_payment"
 
 
-@reaction(BookingCancelled, BookingExpired)
-def cancel_open_payment(event: BookingCancelled | BookingExpired, uow: UnitOfWork) -> Emitted:
-    uow.tx.execute(
-        "UPDATE payments SET status = 'CANCELLED', updated_at = now()"
-        " WHERE booking_id = :b AND status = 'REQUIRES_PAYMENT'", b=event.booking_id,
-    )
-    return None
+@effect(BookingCancelled, BookingExpired)
+def cancel_open_payment(envelope: Envelope[Any], rt: Runtime) -> None:
+    event: BookingCancelled | BookingExpired = envelope.data
+    with unit_of_work(source_of(TARGET), rt) as uow:
+        uow.tx.execute(
+            "UPDATE payments SET status = 'CANCELLED', updated_at = now()"
+            " WHERE booking_id = :b AND status IN ('REQUIRES_PAYMENT', 'PROCESSING')",
+            b=event.booking_id)
+        payment = uow.tx.one("SELECT * FROM payments WHERE booking_id = :b", b=event.booking_id)
+    word = None
+    if (payment is not None and payment["status"] == "CANCELLED"
+            and payment["provider_payment_id"] and payment["intent_cancelled_at"] is None):
+        word = payments.word_of(rt.provider.cancel(payment["provider_payment_id"]))
+
+    def apply(uow: UnitOfWork) -> None:
+        if word is not None:
+            payments.apply_provider_word(uow, word)
+
+    handle(TARGET, envelope, apply, rt)

@@ -1,15 +1,23 @@
-"""The payment came back: confirm or cancel the booking, or refund money that came too late."""
+"""The payment came back: confirm or cancel the booking, or ask back money that came too late.
+
+Believes no event blindly: a `payment.succeeded` confirms only when our
+payment row (moved only by the provider's word) says SUCCEEDED for the same
+amount, and a `payment.failed` cancels only when the row says FAILED. Any
+other claim is a poison event, dead-lettered with its reason: that is how a
+forged event posted to this function, or produced onto its topic, ends.
+"""
 
 from __future__ import annotations
 
-from shared.domain import holds
+from shared.domain import holds, payments
 from shared.domain.events import (
     BookingCancelled,
     BookingConfirmed,
     PaymentFailed,
-    PaymentRefunded,
+    PaymentRefundRequested,
     PaymentSucceeded,
 )
+from shared.runtime.envelope import PoisonEvent
 from shared.runtime.reactions import Emitted, UnitOfWork, reaction
 
 
@@ -23,6 +31,20 @@ def settle_booking(event: PaymentSucceeded | PaymentFailed, uow: UnitOfWork) -> 
     )
     if booking is None:
         return None
+    if isinstance(event, PaymentSucceeded):
+        doubt = payments.proof_of_payment(uow.tx, event)
+        if doubt is not None:
+            raise PoisonEvent(f"payment.succeeded not believed: {doubt}")
+    else:
+        payment = uow.tx.one("SELECT booking_id, status FROM payments WHERE payment_id = :p"
+                             " FOR UPDATE", p=event.payment_id)
+        if payment is not None and payment["status"] in payments.RECEIVED:
+            uow.outcome = "stale"  # the money came after all (a retried card): it settles
+            return None
+        if payment is None or payment["booking_id"] != event.booking_id \
+                or payment["status"] != "FAILED":
+            raise PoisonEvent(f"payment.failed not believed: payment {event.payment_id} is"
+                              f" {payment['status'] if payment else 'missing'}")
     waiting = booking["status"] == "AWAITING_PAYMENT"
     if waiting:  # confirmed or cancelled below: the hold is over either way
         holds.close_hold(uow.redis, event.booking_id, booking["hold_expires_at"],
@@ -53,16 +75,17 @@ def settle_booking(event: PaymentSucceeded | PaymentFailed, uow: UnitOfWork) -> 
             currency=event.currency,
         )
 
-    refunded = uow.tx.execute(
-        "UPDATE payments SET status = 'REFUNDED', updated_at = now()"
+    if booking["status"] == "CONFIRMED":
+        return None  # this payment confirmed it before: a redelivery
+    asked = uow.tx.execute(
+        "UPDATE payments SET status = 'REFUNDING', updated_at = now()"
         " WHERE payment_id = :p AND status = 'SUCCEEDED'", p=event.payment_id,
     )
-    if booking["status"] == "CONFIRMED" or not refunded:
+    if not asked:
         return None
-    uow.outcome = "refunded"
-    reasons = {"EXPIRED": "booking_expired", "CANCELLED": "booking_cancelled"}
-    return PaymentRefunded(
+    uow.outcome = "refunding"
+    return PaymentRefundRequested(
         payment_id=event.payment_id, booking_id=event.booking_id,
         amount_cents=event.amount_cents, currency=event.currency,
-        reason=reasons.get(booking["status"], "booking_not_awaiting_payment"),  # type: ignore[arg-type]
+        reason=payments.refund_reason(booking["status"]),  # type: ignore[arg-type]
     )

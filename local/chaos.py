@@ -5,7 +5,8 @@ mix of behaviours (`local.load`), and injects one fault at a time with
 recovery in between: a function host or the KafkaSource emulator killed with
 SIGKILL (the supervisor restarts it, as Kubernetes would), the broker frozen,
 PostgreSQL restarted on its data, Redis restarted empty, a reaction answering
-past the delivery timeout. When the load stops and the saga has drained, it
+past the delivery timeout, the payment provider's webhooks dropped (the
+reconciler must settle those payments). When the load stops and the saga has drained, it
 checks what users and operators rely on (`local.chaos_checks`) and prints
 what each fault cost, ending with
 
@@ -45,6 +46,11 @@ SWEEP_INTERVAL_SECONDS = 2
 DELIVERY_TIMEOUT_SECONDS = 3  # locally; the slow-reaction fault answers after 4 s
 SLOW_SECONDS = 4.0
 FREEZE_SECONDS = 10.0
+WEBHOOKS_DROPPED_SECONDS = 10.0
+# The reconciler asks about a payment without an answer after 3 s, every 2 s: well inside
+# the hold, so a payment whose webhook was dropped is still confirmed.
+RECONCILE_AFTER_SECONDS = 3
+RECONCILE_INTERVAL_SECONDS = 2
 MIX = {"pay": 0.70, "decline": 0.08, "cancel": 0.07, "expire": 0.07, "late_pay": 0.03,
        "retry_post": 0.05}
 
@@ -89,6 +95,10 @@ def _slow(stack: Stack, faults_file: Path) -> None:
     faults.slow_down(faults_file, "/open-hold", SLOW_SECONDS, for_seconds=15.0)
 
 
+def _drop_webhooks(stack: Stack, faults_file: Path) -> None:
+    faults.drop(faults_file, "/webhooks/stripe", WEBHOOKS_DROPPED_SECONDS)
+
+
 ALL_FAULTS = [
     Fault("SIGKILL reactions host", _kill("reactions")),
     Fault("SIGKILL API host", _kill("api")),
@@ -98,9 +108,12 @@ ALL_FAULTS = [
     Fault("PostgreSQL restarted (fast)", lambda stack, _: _server(stack, "postgres").restart()),
     Fault("Redis restarted empty", lambda stack, _: _server(stack, "redis").restart()),
     Fault("open_hold slower than the timeout", _slow, 15.0),
+    Fault(f"provider webhooks dropped {WEBHOOKS_DROPPED_SECONDS:g} s", _drop_webhooks,
+          WEBHOOKS_DROPPED_SECONDS),
 ]
 SHORT_FAULTS = ["SIGKILL reactions host", "SIGKILL API host", f"broker frozen {FREEZE_SECONDS:g} s",
-                "Redis restarted empty"]
+                "Redis restarted empty",
+                f"provider webhooks dropped {WEBHOOKS_DROPPED_SECONDS:g} s"]
 
 
 @dataclass
@@ -188,7 +201,9 @@ def run(rate: float, duration: float, names: list[str], workdir: Path, gap: floa
         sweep_interval_seconds=SWEEP_INTERVAL_SECONDS, threads=16,
         access_token_ttl_seconds=LOAD_RUN_TOKEN_TTL_SECONDS,
         env={faults.FAULTS_FILE_VARIABLE: str(faults_file),
-             DELIVERY_TIMEOUT_VARIABLE: str(DELIVERY_TIMEOUT_SECONDS)}))
+             DELIVERY_TIMEOUT_VARIABLE: str(DELIVERY_TIMEOUT_SECONDS),
+             "PAYMENT_RECONCILE_AFTER_SECONDS": str(RECONCILE_AFTER_SECONDS),
+             "PAYMENT_RECONCILE_INTERVAL_SECONDS": str(RECONCILE_INTERVAL_SECONDS)}))
     chosen = [f for f in ALL_FAULTS if f.name in names]
     with stack:
         assert stack.runtime is not None

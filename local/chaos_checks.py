@@ -54,11 +54,15 @@ def drain(stack: Stack) -> None:
                 " (SELECT count(*) FROM tickets WHERE status = 'RESERVED') AS reserved,"
                 " (SELECT count(*) FROM notifications WHERE status IN ('SENDING', 'RETRYING'))"
                 " AS sending,"
+                " (SELECT count(*) FROM payments WHERE status IN ('PROCESSING', 'REFUNDING')"
+                "  OR (status = 'CANCELLED' AND provider_payment_id IS NOT NULL"
+                "      AND intent_cancelled_at IS NULL)) AS paying,"
                 " (SELECT count(*) FROM inbox) AS handled")
         assert busy is not None
         if busy["handled"] != last:
             last, quiet_since = busy["handled"], time.monotonic()
-        at_rest = not (busy["unpublished"] or busy["open"] or busy["reserved"] or busy["sending"])
+        at_rest = not (busy["unpublished"] or busy["open"] or busy["reserved"] or busy["sending"]
+                       or busy["paying"])
         if at_rest and time.monotonic() - quiet_since >= QUIET_SECONDS:
             return
         time.sleep(0.2)
@@ -72,6 +76,7 @@ def run_checks(stack: Stack, result: load.LoadResult, strays: list[str]) -> list
         *outcomes(db, result),
         *tickets(db, result),
         payments(db),
+        provider_money(db, stack.runtime.provider),
         *emails(db, stack.env["AWS_ENDPOINT_URL"]),
         analytics(db, stack),
         dead_letters(stack.env["KAFKA_BOOTSTRAP_SERVERS"]),
@@ -167,6 +172,55 @@ def payments(db: Database) -> Check:
     return Check("no money kept without a confirmation (or refund)", int(kept) + int(unpaid),
                  f"{kept} succeeded payments of unconfirmed bookings, {unpaid} confirmed"
                  f" without one, {refunded} refunded")
+
+
+def provider_money(db: Database, provider: Any) -> Check:
+    """The provider's own records: money it took is for a confirmed booking, or given back.
+
+    Every intent at the provider is read: ours (by the payment's intent id) must
+    have succeeded exactly for confirmed bookings, with no refund, and every other
+    one that succeeded must be refunded once, in full; an intent we never recorded
+    (a stray of two concurrent opens) must not have taken money.
+    """
+    client = provider.client
+    with db.transaction() as tx:
+        ours = {r["provider_payment_id"]: r for r in tx.all(
+            "SELECT p.provider_payment_id, p.amount_cents, b.status FROM payments p"
+            " JOIN bookings b USING (booking_id) WHERE p.provider_payment_id IS NOT NULL")}
+    intents, after = [], None
+    while True:
+        params: dict[str, Any] = {"limit": 100, **({"starting_after": after} if after else {})}
+        page = client.v1.payment_intents.list(params=params)
+        intents += page.data
+        if not page.has_more or not page.data:
+            break
+        after = page.data[-1].id
+    wrong: list[str] = []
+    kept = returned = 0
+    for intent in intents:
+        if intent.status != "succeeded":
+            continue  # it took no money
+        row = ours.get(intent.id)
+        refunds = [r for r in client.v1.refunds.list(params={"payment_intent": intent.id}).data
+                   if r.status == "succeeded"]
+        back = sum(r.amount for r in refunds)
+        if row is not None and row["status"] == "CONFIRMED":
+            kept += 1
+            if refunds:
+                wrong.append(f"{intent.id}: refunded but its booking is confirmed")
+        else:
+            returned += 1
+            if len(refunds) != 1 or back != intent.amount:
+                wrong.append(f"{intent.id}: took {intent.amount} for a booking that is"
+                             f" {row['status'] if row else 'unknown'}, gave back {back}"
+                             f" in {len(refunds)} refunds")
+    confirmed = sum(1 for r in ours.values() if r["status"] == "CONFIRMED")
+    unpaid = confirmed - kept
+    return Check("the provider's records: money only for confirmations, the rest refunded",
+                 len(wrong) + max(0, unpaid),
+                 f"{len(intents)} intents, {kept} paid for confirmed bookings, {returned}"
+                 f" refunded, {max(0, unpaid)} confirmed without the provider's money"
+                 + (f" (first: {wrong[0]})" if wrong else ""))
 
 
 def _confirmation_ledger(db: Database) -> tuple[list[dict[str, Any]], set[str]]:

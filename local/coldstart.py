@@ -127,13 +127,18 @@ class ColdStack:
             server = starter(self.workdir)
             self.servers.append(server)
             env[variable] = server.url
+        payments = embedded.start_payments(self.workdir, "", coldstart_cases.WEBHOOK_SECRET)
+        self.servers.append(payments)
+        env.update({"STRIPE_API_BASE": payments.url, "STRIPE_API_KEY": "sk_test_coldstart",
+                    "STRIPE_WEBHOOK_SECRET": coldstart_cases.WEBHOOK_SECRET})
         env.update({"ELASTICSEARCH_SERVER_MODE": "serverless", "AWS_ACCESS_KEY_ID": "local",
                     "AWS_SECRET_ACCESS_KEY": "local", "AWS_REGION": "us-east-1",
                     "JWT_SECRET": "coldstart-" + os.urandom(16).hex(),
                     "PYTHONPATH": str(ROOT), "WORKERS": "1", "THREADS": "8"})
         self.env = env
         # This process signs the HTTP functions' tokens with the same secret (put back in stop()).
-        self._saved = {k: os.environ.get(k) for k in ("JWT_SECRET", "DATABASE_URL", "REDIS_URL")}
+        self._saved = {k: os.environ.get(k) for k in ("JWT_SECRET", "DATABASE_URL", "REDIS_URL",
+                                                      "STRIPE_API_BASE", "STRIPE_API_KEY")}
         os.environ.update({k: env[k] for k in self._saved})
         settings.cache_clear()
         embedded.create_topics(env["KAFKA_BOOTSTRAP_SERVERS"], [*REGISTRY, DEAD_LETTER_TOPIC],

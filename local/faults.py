@@ -3,10 +3,13 @@
 Only a host started with `MARKETPLACE_FAULTS_FILE` set looks for faults, so
 `make run` never pays for it (the end-to-end stack pays one `stat` per
 request). The run writes the file; the host reads it again when it changes.
-Two faults: answering slowly, past the KafkaSource's delivery timeout, so the
+Three faults: answering slowly, past the KafkaSource's delivery timeout, so the
 same event is delivered again while the first attempt is still to commit;
-and refusing one booking's events with a 4xx, as a bug would, so they are
-dead-lettered (the test "fixes" it by clearing the file, then redrives).
+refusing one booking's events with a 4xx, as a bug would, so they are
+dead-lettered (the test "fixes" it by clearing the file, then redrives); and
+dropping every request under a prefix for a while (the payment provider's
+webhooks, which the embedded provider never sends again: the reconciler must
+find out).
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ def slow_down(path: Path, prefix: str, seconds: float, for_seconds: float) -> No
 def refuse(path: Path, prefix: str, subject: str, status: int = 422) -> None:
     """From now until `clear`, requests under `prefix` about `subject` are answered `status`."""
     _write(path, {"refuse": {"prefix": prefix, "subject": subject, "status": status}})
+
+
+def drop(path: Path, prefix: str, for_seconds: float, status: int = 503) -> None:
+    """From now, for `for_seconds`, every request under `prefix` is answered `status`."""
+    _write(path, {"drop": {"prefix": prefix, "status": status,
+                           "until": time.time() + for_seconds}})
 
 
 def clear(path: Path) -> None:
@@ -70,11 +79,15 @@ class FaultyHost:
                  ) -> Iterable[bytes]:
         faults = self._current()
         path = environ.get("PATH_INFO", "")
-        slow, refused = faults.get("slow"), faults.get("refuse")
+        slow, refused, dropped = faults.get("slow"), faults.get("refuse"), faults.get("drop")
         if slow and time.time() < slow["until"] and path.startswith(slow["prefix"]):
             time.sleep(slow["seconds"])
-        if (refused and path.startswith(refused["prefix"])
-                and environ.get("HTTP_CE_SUBJECT") == refused["subject"]):
+        if dropped and time.time() < dropped["until"] and path.startswith(dropped["prefix"]):
+            refused = dropped
+        elif not (refused and path.startswith(refused["prefix"])
+                  and environ.get("HTTP_CE_SUBJECT") == refused["subject"]):
+            refused = None
+        if refused:
             environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
             body = json.dumps({"title": "Injected Fault", "status": refused["status"],
                                "detail": "refused by a fault the test injected"}).encode()

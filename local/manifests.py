@@ -358,6 +358,9 @@ def config_map() -> Doc:
             "HOLD_TTL_SECONDS": "600",
             # A PingSource fires at most once a minute; see the README, "Running on Knative".
             "SWEEP_INTERVAL_SECONDS": "60",
+            # The payment reconciler's PingSource runs once a minute too.
+            "PAYMENT_RECONCILE_INTERVAL_SECONDS": "60",
+            "PAYMENT_RECONCILE_AFTER_SECONDS": "60",
             # One JSON object per line, for the cluster's log pipeline.
             "LOG_FORMAT": "json",
             # Traces leave over OTLP/HTTP only when this is set (an overlay sets it); the

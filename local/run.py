@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         embedded = ", ".join(s.name for s in stack.servers) or "none"
         traces = (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
                   or "off (set OTEL_EXPORTER_OTLP_ENDPOINT to export them)")
+        payments = stack.env.get("STRIPE_API_BASE") or "Stripe (STRIPE_API_KEY)"
         print(f"""
 Marketplace is up.
   API           {stack.api_url}   (try {stack.api_url}/healthz)
@@ -60,6 +61,7 @@ Marketplace is up.
   Redis         {stack.env['REDIS_URL']}
   search        {stack.env['ELASTICSEARCH_URL']}
   AWS endpoint  {stack.env['AWS_ENDPOINT_URL']}   (sent mail: /moto-api/)
+  payments      {payments}   (webhook: {stack.api_url}/webhooks/stripe)
   reactions     {stack.reactions_url}   triggers {stack.triggers_url}/healthz
   metrics       {stack.api_url}/metrics (API host)   {stack.reactions_url}/metrics (reactions)
                 {stack.triggers_url}/metrics (KafkaSource emulator: lag, dead letters)

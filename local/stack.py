@@ -144,6 +144,7 @@ class Stack:
                 server = starter(cfg.workdir)
                 self.servers.append(server)
                 env[variable] = server.url
+        self._start_payments(env)
         if any(server.name == "search" for server in self.servers):
             env["ELASTICSEARCH_SERVER_MODE"] = "serverless"  # what osmem speaks (FIELD-NOTES)
         if any(server.name == "aws" for server in self.servers):
@@ -177,6 +178,22 @@ class Stack:
                         "--port", str(triggers_port))
         self._wait_http(f"{self.triggers_url}/healthz")
         self._still_starting(pending)
+
+    def _start_payments(self, env: dict[str, str]) -> None:
+        """The embedded payment provider, unless a provider is configured (a base or a key).
+
+        With `STRIPE_API_BASE` or a real key the stack starts nothing and registers
+        nothing: the operator points that provider's webhook at `/webhooks/stripe`.
+        """
+        if env.get("STRIPE_API_BASE") or env.get("STRIPE_API_KEY"):
+            return
+        secret = env.setdefault("STRIPE_WEBHOOK_SECRET",
+                                "whsec_" + secrets.token_urlsafe(32)).split(",")[0]
+        server = embedded.start_payments(self.config.workdir,
+                                         f"{self.api_url}/webhooks/stripe", secret)
+        self.servers.append(server)
+        env["STRIPE_API_BASE"] = server.url
+        env["STRIPE_API_KEY"] = "sk_test_embedded"  # the fake takes any sk_ key
 
     def _supervise(self, role: str, module: str, *args: str) -> None:
         self.supervisor.add(Supervised(

@@ -71,7 +71,7 @@ class Triggers:
         self.emulator.start()
         for reaction in scheduled(reactions):
             every = (RELAY_INTERVAL_SECONDS if reaction.target == "relay_outbox"
-                     else float(self.settings.sweep_interval_seconds))
+                     else float(getattr(self.settings, reaction.every)))
             self._thread(f"ping-{reaction.name}", self._ping_forever, reaction, every)
         watcher_ready = threading.Event()
         self._thread("hold-expiry-watcher", hold_expiry_watcher.watch, self.settings.redis_url,

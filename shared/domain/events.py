@@ -141,14 +141,31 @@ class PaymentFailed(Event):
     decline_code: str
 
 
+RefundReason = Literal["booking_expired", "booking_cancelled", "booking_not_awaiting_payment"]
+
+
+class PaymentRefundRequested(Event):
+    """Money arrived for a booking that had closed: the provider must give it back."""
+
+    topic: ClassVar[str] = "payment.refund_requested"
+    key: ClassVar[str] = "booking_id"
+    payment_id: UUID
+    booking_id: UUID
+    amount_cents: Money = Field(ge=0)
+    currency: Currency
+    reason: RefundReason
+
+
 class PaymentRefunded(Event):
+    """The provider says the refund succeeded."""
+
     topic: ClassVar[str] = "payment.refunded"
     key: ClassVar[str] = "booking_id"
     payment_id: UUID
     booking_id: UUID
     amount_cents: Money = Field(ge=0)
     currency: Currency
-    reason: Literal["booking_expired", "booking_cancelled", "booking_not_awaiting_payment"]
+    reason: RefundReason
 
 
 class ReservationExpired(Event):
@@ -225,6 +242,7 @@ _MODELS: list[type[Event]] = [
     PaymentRequested,
     PaymentSucceeded,
     PaymentFailed,
+    PaymentRefundRequested,
     PaymentRefunded,
     ReservationExpired,
     BookingConfirmed,

@@ -34,7 +34,7 @@ from werkzeug.routing import Map, Rule
 from shared.edge import tokens
 from shared.runtime import logs, metrics, tracing
 from shared.runtime.db import Row, Tx
-from shared.runtime.errors import SchemaBehind, is_outage
+from shared.runtime.errors import SchemaBehind, TransientError, is_outage
 from shared.runtime.routing import Endpoint, register_endpoint, source_of_handler
 
 log = logging.getLogger("marketplace.http")
@@ -189,6 +189,10 @@ class Api:
         except SchemaBehind as exc:
             log.error("%s %s: %s", raw.method, raw.path, exc)
             return exc.response()
+        except TransientError as exc:  # the payment provider is down, say: nothing changed
+            log.warning("%s %s: not now: %s", raw.method, raw.path, exc)
+            return Problem(503, "Unavailable", "a service this needs is unavailable; try again",
+                           headers={"Retry-After": "2"}).response()
         except Exception as exc:
             if is_outage(exc):
                 log.warning("%s %s: a backing service is unreachable: %s", raw.method,
@@ -265,7 +269,10 @@ def parse_query(raw: flask.Request, model: type[BaseModel]) -> BaseModel:
 def parse_body(raw: flask.Request, model: type[BaseModel]) -> BaseModel:
     data = raw.get_data()
     if not data:
-        raise Problem(400, "Bad Request", "a JSON body is required")
+        try:  # a body whose every field is optional may be left out
+            return model.model_validate({})
+        except ValidationError:
+            raise Problem(400, "Bad Request", "a JSON body is required") from None
     try:
         payload = json.loads(data)
     except ValueError as exc:

@@ -49,6 +49,7 @@ class Runtime:
     publisher: outbox.Producer | None
     schema: SchemaGate = field(default_factory=SchemaGate, repr=False)
     _redis: Any = field(default=None, repr=False)
+    _provider: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _producer_ready: bool = field(default=False, repr=False)
     _pending: list[outbox.Outgoing] | None = field(default=None, repr=False)  # while warming
@@ -72,6 +73,16 @@ class Runtime:
                     raise RuntimeError("REDIS_URL is not set (make run and the tests set it)")
                 self._redis = redis.Redis.from_url(self.settings.redis_url)
             return self._redis
+
+    @property
+    def provider(self) -> Any:
+        """The payment provider's client (`shared.adapters.stripe_provider`), made on first use."""
+        with self._lock:
+            if self._provider is None:
+                from shared.adapters.stripe_provider import StripeProvider
+
+                self._provider = StripeProvider(self.settings)
+            return self._provider
 
     def announce(self, subjects: Iterable[str]) -> None:
         """Tell waiting requests (`GET /bookings/{id}?wait_for=`) these aggregates changed.

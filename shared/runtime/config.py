@@ -44,6 +44,12 @@ class Settings:
     local_mode: bool = False
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
+    stripe_api_key: str = field(default="", repr=False)
+    # Several during a rotation: a webhook signed with any of them is the provider's.
+    stripe_webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    stripe_api_base: str = ""  # empty: Stripe itself
+    payment_reconcile_interval_seconds: int = 60
+    payment_reconcile_after_seconds: int = 60
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -77,6 +83,12 @@ class Settings:
             local_mode=local_mode,
             access_token_ttl_seconds=_int("ACCESS_TOKEN_TTL_SECONDS", 900),
             refresh_token_ttl_seconds=_int("REFRESH_TOKEN_TTL_SECONDS", 30 * 24 * 3600),
+            stripe_api_key=env.get("STRIPE_API_KEY", ""),
+            stripe_webhook_secrets=tuple(
+                s.strip() for s in env.get("STRIPE_WEBHOOK_SECRET", "").split(",") if s.strip()),
+            stripe_api_base=env.get("STRIPE_API_BASE", ""),
+            payment_reconcile_interval_seconds=_int("PAYMENT_RECONCILE_INTERVAL_SECONDS", 60),
+            payment_reconcile_after_seconds=_int("PAYMENT_RECONCILE_AFTER_SECONDS", 60),
         )
 
 

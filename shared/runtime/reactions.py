@@ -296,24 +296,49 @@ def effect(*triggers: type[Event], ordering: Ordering = "ordered"
     return decorate
 
 
-def scheduled(cron: str) -> Callable[[ScheduledHandler], CloudEventFunction]:
-    """Declare a function run on a schedule (a PingSource's cron in Knative)."""
+def scheduled(cron: str, every: str = "sweep_interval_seconds"
+              ) -> Callable[[ScheduledHandler], CloudEventFunction]:
+    """Declare a function run on a schedule (a PingSource's cron in Knative).
+
+    `every` names the setting of its period on one machine (the local ping).
+    """
 
     def decorate(handler: ScheduledHandler) -> CloudEventFunction:
         target = handler.__name__
-
-        def function(cloud_event: CloudEvent) -> None:
-            def work() -> None:
-                with_db_retries(lambda: _run_scheduled(target, handler))
-
-            _observed(target, cloud_event, work, traced=False)
-
-        register_reaction(Reaction(target, (), cron, "ordered", source_of_handler(handler)))
-        wrapped = _register(target, function)
-        wrapped.handler = handler  # type: ignore[attr-defined]
-        return wrapped
+        return _scheduled(target, cron, every, handler,
+                          lambda: with_db_retries(lambda: _run_scheduled(target, handler)))
 
     return decorate
+
+
+ScheduledEffect = Callable[[Runtime], None]
+
+
+def scheduled_effect(cron: str, every: str = "sweep_interval_seconds"
+                     ) -> Callable[[ScheduledEffect], CloudEventFunction]:
+    """A schedule whose work calls out (the payment provider): no transaction around it.
+
+    The handler opens its own short units of work around its calls, as an `effect` does.
+    """
+
+    def decorate(handler: ScheduledEffect) -> CloudEventFunction:
+        return _scheduled(handler.__name__, cron, every, handler, lambda: handler(runtime()))
+
+    return decorate
+
+
+def _scheduled(target: str, cron: str, every: str, handler: Any,
+               run: Callable[[], object]) -> CloudEventFunction:
+    def function(cloud_event: CloudEvent) -> None:
+        def work() -> None:
+            run()
+
+        _observed(target, cloud_event, work, traced=False)
+
+    register_reaction(Reaction(target, (), cron, "ordered", source_of_handler(handler), every))
+    wrapped = _register(target, function)
+    wrapped.handler = handler  # type: ignore[attr-defined]
+    return wrapped
 
 
 def _run_scheduled(target: str, handler: ScheduledHandler) -> None:

@@ -38,6 +38,9 @@ class Reaction:
     schedule: str | None = None
     ordering: Ordering = "ordered"
     source: str = ""  # the module functions-framework loads, relative to the repository root
+    # A schedule's period on one machine: the `Settings` field the local ping follows
+    # (a cluster's PingSource runs the cron, at most once a minute).
+    every: str = "sweep_interval_seconds"
 
     @property
     def name(self) -> str:

@@ -434,7 +434,8 @@ def test_the_event_scan_finds_the_known_emitters() -> None:
     emitted = emitted_topics()
     assert "reserve_ticket" in emitted["ticket.reserved"]
     assert "holds" in emitted["reservation.expired"]
-    assert "settle_booking" in emitted["payment.refunded"]
+    assert "settle_booking" in emitted["payment.refund_requested"]
+    assert "payments" in emitted["payment.refunded"]
 
 
 def test_orphan_topics_are_exactly_the_deliberately_ignored_ones() -> None:

@@ -1,0 +1,75 @@
+"""On a schedule: ask the provider about payments still waiting for its word, for lost webhooks.
+
+A webhook can be lost (the provider retries for days, the embedded fake never);
+this makes a lost one cost latency, never money. Every payment that has waited
+longer than `PAYMENT_RECONCILE_AFTER_SECONDS` since it last moved (or was last
+asked about) is read from the provider and what it says is applied through the
+webhook's own code path (`payments.apply_provider_word`):
+
+* REQUIRES_PAYMENT or PROCESSING with an intent: did it succeed or fail?
+* CANCELLED whose intent was not yet seen cancelled: cancel it again, and
+  learn whether the money came first (then it is refunded);
+* REFUNDING: ask for the refund again (it is made once) and record it.
+
+Provider calls happen between short transactions, one payment at a time, and
+a payment the provider cannot answer about now is asked again next time.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from shared.adapters.stripe_provider import ProviderUnavailable
+from shared.domain import payments
+from shared.runtime.bootstrap import Runtime
+from shared.runtime.db import Row
+from shared.runtime.reactions import scheduled_effect, source_of, unit_of_work
+
+log = logging.getLogger("marketplace.reconcile")
+BATCH = 100
+SOURCE = source_of("reconcile_payments")
+
+
+@scheduled_effect("* * * * *", every="payment_reconcile_interval_seconds")
+def reconcile_payments(rt: Runtime) -> None:
+    with rt.db.transaction() as tx:
+        waiting = tx.all(
+            "UPDATE payments SET reconciled_at = now() WHERE payment_id IN ("
+            " SELECT payment_id FROM payments"
+            " WHERE (status IN ('PROCESSING', 'REFUNDING')"
+            "        OR (status = 'REQUIRES_PAYMENT' AND provider_payment_id IS NOT NULL)"
+            "        OR (status = 'CANCELLED' AND provider_payment_id IS NOT NULL"
+            "            AND intent_cancelled_at IS NULL))"
+            "   AND coalesce(reconciled_at, updated_at)"
+            "       < now() - make_interval(secs => :after)"
+            " ORDER BY updated_at LIMIT :n FOR UPDATE SKIP LOCKED) RETURNING *",
+            after=rt.settings.payment_reconcile_after_seconds, n=BATCH)
+    for payment in waiting:
+        try:
+            reconcile(rt, payment)
+        except ProviderUnavailable as exc:
+            log.warning("the provider cannot say about payment %s now: %s",
+                        payment["payment_id"], exc)
+            return  # the rest next time
+
+
+def reconcile(rt: Runtime, payment: Row) -> None:
+    """Bring one payment up to what the provider says."""
+    provider = rt.provider
+    intent_id = payment["provider_payment_id"]
+    if payment["status"] == "REFUNDING":
+        refund = payments.ask_refund(provider, payment)
+        with unit_of_work(SOURCE, rt) as uow:
+            booking = uow.tx.one("SELECT status FROM bookings WHERE booking_id = :b",
+                                 b=payment["booking_id"])
+            payments.record_refund(uow, payment, refund,
+                                   payments.refund_reason(booking["status"] if booking else ""))
+        return
+    if payment["status"] == "CANCELLED":
+        intent = provider.cancel(intent_id)
+    else:
+        intent = provider.retrieve(intent_id)
+    with unit_of_work(SOURCE, rt) as uow:
+        outcome = payments.apply_provider_word(uow, payments.word_of(intent))
+    if outcome not in {"pending", "unchanged"}:
+        log.info("payment %s reconciled: %s", payment["payment_id"], outcome)
