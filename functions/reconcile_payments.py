@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 
-from shared.adapters.stripe_provider import ProviderUnavailable
+from shared.adapters.stripe_provider import ProviderRefused, ProviderUnavailable
 from shared.domain import payments
 from shared.runtime.bootstrap import Runtime
 from shared.runtime.db import Row
@@ -51,6 +51,9 @@ def reconcile_payments(rt: Runtime) -> None:
             log.warning("the provider cannot say about payment %s now: %s",
                         payment["payment_id"], exc)
             return  # the rest next time
+        except ProviderRefused as exc:  # it does not know the intent: a person must look
+            log.error("the provider refused to say about payment %s: %s",
+                      payment["payment_id"], exc)
 
 
 def reconcile(rt: Runtime, payment: Row) -> None:

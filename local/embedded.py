@@ -432,14 +432,20 @@ def start_payments(workdir: Path, webhook_url: str, webhook_secret: str) -> Embe
     workdir = _prepare_workdir(workdir)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    server = _launch(
-        "payments", url,
-        [sys.executable, "-m", "local.fakestripe", "--port", str(port),
-         "--webhook-url", webhook_url, "--webhook-secret", webhook_secret],
-        workdir / "payments.log", cwd=Path(__file__).resolve().parent.parent,
-    )
-    _wait_ready(server, lambda: _http_ok(url + "/v1/balance", {"Authorization": "Bearer sk_test"}))
+    server = _launch("payments", url, payments_argv(port, webhook_url, webhook_secret),
+                     workdir / "payments.log", cwd=Path(__file__).resolve().parent.parent)
+    _wait_ready(server, lambda: payments_ready(url))
     return server
+
+
+def payments_argv(port: int, webhook_url: str, webhook_secret: str) -> list[str]:
+    """The fake Stripe server's command line (the local stack supervises it with this)."""
+    return [sys.executable, "-m", "local.fakestripe", "--port", str(port),
+            "--webhook-url", webhook_url, "--webhook-secret", webhook_secret]
+
+
+def payments_ready(url: str) -> bool:
+    return _http_ok(url + "/v1/balance", {"Authorization": "Bearer sk_test_probe"})
 
 
 def _http_ok(url: str, headers: dict[str, str] | None = None) -> bool:

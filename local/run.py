@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             secret.touch(mode=0o600)
             secret.write_text(password)
         stack.mark_ready()  # /healthz answers 200 from here: the banner is true
-        embedded = ", ".join(s.name for s in stack.servers) or "none"
+        embedded = ", ".join(stack.embedded) or "none"
         traces = (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
                   or "off (set OTEL_EXPORTER_OTLP_ENDPOINT to export them)")
         payments = stack.env.get("STRIPE_API_BASE") or "Stripe (STRIPE_API_KEY)"

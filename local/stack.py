@@ -23,7 +23,7 @@ import secrets
 import socket
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 4  # per topic, unless TOPIC_PARTITIONS says otherwise
 PARTITIONS_VARIABLE = "TOPIC_PARTITIONS"  # the same name as in the ConfigMap and docker-compose
 STARTUP_FILE_VARIABLE = "MARKETPLACE_STARTUP_FILE"
+PAYMENTS = "payments"  # the embedded payment provider's role
 
 
 def topic_partitions(env: Mapping[str, str]) -> int:
@@ -62,6 +63,13 @@ def topic_partitions(env: Mapping[str, str]) -> int:
     if not 1 <= partitions <= 1000:
         raise ValueError(f"{PARTITIONS_VARIABLE}={text!r}: expected a whole number from 1 to 1000")
     return partitions
+
+
+def _answers(probe: Callable[[], bool]) -> bool:
+    try:
+        return probe()
+    except Exception:
+        return False
 
 
 def free_port() -> int:
@@ -182,18 +190,39 @@ class Stack:
     def _start_payments(self, env: dict[str, str]) -> None:
         """The embedded payment provider, unless a provider is configured (a base or a key).
 
-        With `STRIPE_API_BASE` or a real key the stack starts nothing and registers
+        Supervised like the function hosts: a fake that dies is started again and
+        registers the stack's webhook again by itself (it keeps nothing: its
+        intents are gone, as Redis's keys are after a restart). With
+        `STRIPE_API_BASE` or a real key the stack starts nothing and registers
         nothing: the operator points that provider's webhook at `/webhooks/stripe`.
         """
         if env.get("STRIPE_API_BASE") or env.get("STRIPE_API_KEY"):
             return
         secret = env.setdefault("STRIPE_WEBHOOK_SECRET",
                                 "whsec_" + secrets.token_urlsafe(32)).split(",")[0]
-        server = embedded.start_payments(self.config.workdir,
-                                         f"{self.api_url}/webhooks/stripe", secret)
-        self.servers.append(server)
-        env["STRIPE_API_BASE"] = server.url
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        self.supervisor.add(Supervised(
+            PAYMENTS, embedded.payments_argv(port, f"{self.api_url}/webhooks/stripe", secret),
+            ROOT, env, self.config.workdir / "payments.log"))
+        deadline = time.monotonic() + embedded.STARTUP_TIMEOUT_S
+        while not _answers(lambda: embedded.payments_ready(url)):
+            if time.monotonic() > deadline or self.supervisor.children[PAYMENTS].restarts:
+                raise embedded.EmbeddedServerError(
+                    PAYMENTS, "the fake Stripe server did not answer",
+                    "read its log, or set STRIPE_API_BASE (or STRIPE_API_KEY) to a provider",
+                    self.config.workdir / "payments.log")
+            time.sleep(0.05)
+        env["STRIPE_API_BASE"] = url
         env["STRIPE_API_KEY"] = "sk_test_embedded"  # the fake takes any sk_ key
+
+    @property
+    def embedded(self) -> list[str]:
+        """The names of the backing services this stack started itself."""
+        names = [s.name for s in self.servers]
+        if PAYMENTS in self.supervisor.children:
+            names.append(PAYMENTS)
+        return names
 
     def _supervise(self, role: str, module: str, *args: str) -> None:
         self.supervisor.add(Supervised(

@@ -96,8 +96,12 @@ class StripeProvider:
                     http_client=stripe.RequestsClient(timeout=TIMEOUT_SECONDS), **options)
             return self._client
 
-    def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        """One SDK call, its errors translated into ours."""
+    def _call(self, method: Any, *args: Any, with_method: bool = False, **kwargs: Any) -> Any:
+        """One SDK call, its errors translated into ours.
+
+        `with_method`: the call names the client's card token, so a missing
+        resource is that token (the fake answers 404 where Stripe names the param).
+        """
         import stripe
 
         try:
@@ -105,8 +109,8 @@ class StripeProvider:
         except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
             raise ProviderUnavailable(f"the payment provider is unreachable: {exc}") from exc
         except stripe.InvalidRequestError as exc:
-            if exc.param == "payment_method" or exc.code == "resource_missing" \
-                    or exc.http_status == 404:
+            if exc.param == "payment_method" or (with_method and (
+                    exc.code == "resource_missing" or exc.http_status == 404)):
                 raise UnknownPaymentMethod(str(exc)) from exc
             raise ProviderRefused(str(exc)) from exc
         except stripe.CardError:
@@ -135,9 +139,9 @@ class StripeProvider:
         import stripe
 
         self._call(self.client.v1.payment_intents.update, intent_id,
-                   params={"payment_method": method})
+                   params={"payment_method": method}, with_method=True)
         try:
-            self._call(self.client.v1.payment_intents.confirm, intent_id)
+            self._call(self.client.v1.payment_intents.confirm, intent_id, with_method=True)
         except stripe.CardError:
             return False
         return True
