@@ -61,7 +61,11 @@ def reconcile(rt: Runtime, payment: Row) -> None:
     provider = rt.provider
     intent_id = payment["provider_payment_id"]
     if payment["status"] == "REFUNDING":
-        refund = payments.ask_refund(provider, payment)
+        with rt.db.transaction() as tx:
+            claimed = payments.claim_refund(tx, payment["payment_id"])
+        if claimed is None:
+            return  # refund_payment is asking right now
+        refund = payments.ask_refund(provider, claimed)
         with unit_of_work(SOURCE, rt) as uow:
             booking = uow.tx.one("SELECT status FROM bookings WHERE booking_id = :b",
                                  b=payment["booking_id"])

@@ -12,7 +12,8 @@ wants, so this launcher runs its aiohttp app itself:
   not know that token, and its `pm_card_visa_chargeDeclined` succeeds);
 * with the stack's webhook registered at start, so a restarted fake (its store
   is memory only) sends webhooks again without anybody registering it;
-* with webhooks sent after `--webhook-delay` seconds instead of its fixed second.
+* with webhooks sent after `--webhook-delay` seconds instead of its fixed second;
+* with `confirm` taking a `payment_method`, as Stripe's does (its own answers 500).
 
     python -m local.fakestripe --port 8420 --webhook-url http://127.0.0.1:8080/webhooks/stripe \
         --webhook-secret whsec_...
@@ -47,6 +48,25 @@ def _teach_declining_tokens(resources: Any) -> None:
     method._try_get_canonical_test_article = classmethod(article)
 
 
+def _confirm_with_method(resources: Any) -> None:
+    intent = resources.PaymentIntent
+    confirm = intent._api_confirm.__func__
+
+    def confirm_with(cls: Any, id: str, payment_method: str | None = None, **kwargs: Any) -> Any:
+        if payment_method is not None:
+            resources.PaymentMethod._api_retrieve(payment_method)  # 404 for an unknown token
+            found = cls._api_retrieve(id)
+            if found.latest_charge is None and not found._canceled:
+                found.payment_method = payment_method
+        return confirm(cls, id, **kwargs)
+
+    original = intent._api_confirm
+    intent._api_confirm = classmethod(confirm_with)
+    # Its routes are made from this list when its server module is imported (after this).
+    resources.extra_apis[:] = [(verb, url, intent._api_confirm if func == original else func)
+                               for verb, url, func in resources.extra_apis]
+
+
 def _delay_webhooks(webhooks: Any, seconds: float) -> None:
     """Its sender sleeps a fixed second before each webhook; make that `seconds`."""
 
@@ -58,11 +78,14 @@ def _delay_webhooks(webhooks: Any, seconds: float) -> None:
 
 def prepare(webhook_url: str, webhook_secret: str, webhook_delay: float) -> Any:
     """Import and adjust localstripe; returns its aiohttp application."""
-    from localstripe import resources, server, webhooks  # type: ignore[import-untyped]
+    from localstripe import resources, webhooks  # type: ignore[import-untyped]
 
     resources.Store.dump_to_disk = lambda self: None
     _teach_declining_tokens(resources)
+    _confirm_with_method(resources)
     _delay_webhooks(webhooks, webhook_delay)
+    from localstripe import server  # builds its routes now, from the adjusted resources
+
     if webhook_url:
         webhooks.register_webhook("marketplace", webhook_url, webhook_secret, WEBHOOK_EVENTS)
     return server.app

@@ -131,17 +131,12 @@ class StripeProvider:
         return intent_from(answer.to_dict())
 
     def confirm(self, intent_id: str, method: str) -> bool:
-        """Confirm with a card token; False when the card was declined (the webhook says so).
-
-        The method is set first and then confirmed: one call is not understood by
-        the embedded fake (a confirm with a method answers 500 there).
-        """
+        """Confirm with a card token; False when the card was declined (the webhook says so)."""
         import stripe
 
-        self._call(self.client.v1.payment_intents.update, intent_id,
-                   params={"payment_method": method}, with_method=True)
         try:
-            self._call(self.client.v1.payment_intents.confirm, intent_id, with_method=True)
+            self._call(self.client.v1.payment_intents.confirm, intent_id,
+                       params={"payment_method": method}, with_method=True)
         except stripe.CardError:
             return False
         return True

@@ -205,8 +205,25 @@ def refund_reason(booking_status: str) -> str:
     return REFUND_REASONS.get(booking_status, "booking_not_awaiting_payment")
 
 
+REFUND_LEASE_SECONDS = 30  # longer than the provider client's timeout and retries
+
+
+def claim_refund(tx: Tx, payment_id: uuid.UUID) -> Row | None:
+    """The REFUNDING payment, if no one else is asking the provider about its refund now.
+
+    The claim is a lease: an asker that crashed leaves it to run out, and the
+    next one (a redelivery, the reconciler) asks again; the provider is asked
+    for an existing refund first, so a refund it already made is found, not made again.
+    """
+    return tx.one(
+        "UPDATE payments SET refund_lease_until = now() + make_interval(secs => :lease)"
+        " WHERE payment_id = :p AND status = 'REFUNDING'"
+        " AND (refund_lease_until IS NULL OR refund_lease_until < now()) RETURNING *",
+        p=payment_id, lease=REFUND_LEASE_SECONDS)
+
+
 def ask_refund(provider: StripeProvider, payment: Row) -> Refund:
-    """Ask the provider for the payment's money back (once); a free payment has none to give."""
+    """Ask the provider for the claimed payment's money back; a free payment has none to give."""
     from shared.adapters.stripe_provider import Refund
 
     if payment["provider"] == FREE_PROVIDER or not payment["provider_payment_id"]:
@@ -216,8 +233,8 @@ def ask_refund(provider: StripeProvider, payment: Row) -> Refund:
 
 def record_refund(uow: UnitOfWork, payment: Row, refund: Refund, reason: str) -> None:
     """Note the provider's refund; REFUNDED (and `payment.refunded`) once it succeeded."""
-    uow.tx.execute("UPDATE payments SET refund_id = :r WHERE payment_id = :p",
-                   r=refund.id, p=payment["payment_id"])
+    uow.tx.execute("UPDATE payments SET refund_id = :r, refund_lease_until = NULL"
+                   " WHERE payment_id = :p", r=refund.id, p=payment["payment_id"])
     if refund.status != "succeeded":
         return
     done = uow.tx.execute("UPDATE payments SET status = 'REFUNDED', updated_at = now()"

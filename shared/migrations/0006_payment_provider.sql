@@ -27,3 +27,8 @@ CREATE TABLE provider_events (
 
 -- When the reconciler last asked the provider about the payment.
 ALTER TABLE payments ADD COLUMN reconciled_at timestamptz;
+
+-- Who is asking the provider for the payment's refund, until when: one asker at a time
+-- (the provider's idempotency key makes a second refund impossible at Stripe; the
+-- embedded fake ignores keys, and a refund must never be made twice anywhere).
+ALTER TABLE payments ADD COLUMN refund_lease_until timestamptz;

@@ -23,6 +23,17 @@ def _whole(name: str, raw: str | None, default: int) -> int:
         raise RuntimeError(f"{name} must be a whole number, got {raw!r}") from exc
 
 
+def _switch(name: str, raw: str | None, default: bool) -> bool:
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"on", "true", "1", "yes"}:
+        return True
+    if value in {"off", "false", "0", "no"}:
+        return False
+    raise RuntimeError(f"{name} must be on or off, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap_servers: str = ""
@@ -50,6 +61,12 @@ class Settings:
     stripe_api_base: str = ""  # empty: Stripe itself
     payment_reconcile_interval_seconds: int = 60
     payment_reconcile_after_seconds: int = 60
+    bookings_per_user_per_course: int = 1
+    # The request rate limits (`shared.edge.limits`); the login throttle and the booking
+    # cap stay on whatever this says.
+    rate_limits: bool = True
+    # Peers whose X-Forwarded-For is believed (the Ingress): addresses or CIDR blocks.
+    trusted_proxies: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -89,6 +106,10 @@ class Settings:
             stripe_api_base=env.get("STRIPE_API_BASE", ""),
             payment_reconcile_interval_seconds=_int("PAYMENT_RECONCILE_INTERVAL_SECONDS", 60),
             payment_reconcile_after_seconds=_int("PAYMENT_RECONCILE_AFTER_SECONDS", 60),
+            bookings_per_user_per_course=_int("BOOKINGS_PER_USER_PER_COURSE", 1),
+            rate_limits=_switch("RATE_LIMITS", env.get("RATE_LIMITS"), True),
+            trusted_proxies=tuple(
+                p.strip() for p in env.get("TRUSTED_PROXIES", "").split(",") if p.strip()),
         )
 
 

@@ -24,6 +24,7 @@ from support import BOOKING, COURSE, USER, app, fixture, outbox, post, row, scal
 
 from functions import reconcile_payments
 from local import embedded
+from shared.domain import payments
 from shared.domain.payments import payment_id_for
 from shared.edge import tokens
 from shared.runtime.bootstrap import Runtime
@@ -391,3 +392,28 @@ def test_a_retried_cancel_with_its_key_gets_the_first_answer(
 def _closed_port() -> int:
     return embedded._free_port()
 
+
+
+def test_one_asker_at_a_time_refunds_so_nothing_is_refunded_twice(
+        rt: Runtime, paying: WebhookRecorder) -> None:
+    """refund_payment and the reconciler at once (the fake ignores idempotency keys: a chaos
+    run at 20/s refunded one payment twice before the lease)."""
+    awaiting_payment(rt)
+    intent_id = pay().get_json()["provider_payment_id"]
+    with rt.db.transaction() as tx:
+        tx.execute("UPDATE bookings SET status = 'EXPIRED' WHERE booking_id = :b", b=BOOKING)
+    post("cancel_open_payment", fixture("booking.expired"))
+    relay(rt, "payment.succeeded", "settle_booking")
+    with rt.db.transaction() as tx:  # another asker is at the provider right now...
+        assert payments.claim_refund(tx, PAYMENT) is not None
+        assert payments.claim_refund(tx, PAYMENT) is None
+    assert relay(rt, "payment.refund_requested", "refund_payment") == [200]  # ...so not this
+    reconcile_payments.reconcile_payments.handler(rt)  # type: ignore[attr-defined]
+    assert payment(rt)["status"] == "REFUNDING"
+    assert provider(rt).v1.refunds.list(params={"payment_intent": intent_id}).data == []
+    with rt.db.transaction() as tx:  # ...and crashed: its lease runs out
+        tx.execute("UPDATE payments SET refund_lease_until = now() - interval '1 second'")
+    reconcile_payments.reconcile_payments.handler(rt)  # type: ignore[attr-defined]
+    assert payment(rt)["status"] == "REFUNDED"
+    assert len(provider(rt).v1.refunds.list(params={"payment_intent": intent_id}).data) == 1
+    assert len(outbox(rt, "payment.refunded")) == 1
