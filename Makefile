@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-integration test-e2e lint schemas bench chaos cold-start demo consistency manifests migrate dead-letters redrive clean
+.PHONY: install run test test-unit test-integration test-e2e lint schemas bench chaos cold-start demo consistency manifests migrate dead-letters redrive compose-env clean
 
 install: $(STAMP)
 
@@ -63,6 +63,9 @@ redrive: install
 
 manifests: install
 	$(BIN)/python -m local.manifests
+
+compose-env: install
+	$(BIN)/python -m local.compose_env
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

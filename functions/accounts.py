@@ -2,13 +2,14 @@
 
 A login is a family of refresh tokens. Each refresh token works once and is
 replaced by the next; presenting a used one again means it was copied, so the
-whole family is revoked. Failed logins per email are counted in Redis and
-throttled.
+whole family is revoked. Registrations, logins and refreshes are rate-limited
+per client address, and login attempts are counted per email and address
+together and per address (`shared.edge.limits`), before any password is
+hashed; a password is never hashed inside a database transaction.
 """
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -18,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.adapters.passwords import hash_password, matches
 from shared.domain.events import UserRegistered
-from shared.edge import tokens
+from shared.edge import limits, tokens
 from shared.edge.api import Api, Email, Phone, Problem, Request, endpoint
+from shared.runtime.bootstrap import runtime
 from shared.runtime.config import settings
 from shared.runtime.db import Tx
 from shared.runtime.reactions import UnitOfWork, unit_of_work
@@ -29,10 +31,9 @@ api = Api()
 SOURCE = "/marketplace/functions/accounts"
 SIGNED_IN = {"user", "author", "admin"}
 
-MAX_FAILED_LOGINS = 5
-FAILED_LOGIN_WINDOW_SECONDS = 15 * 60
-
-Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
+# Compared exactly as it was registered: no stripping, whatever the model does to other text.
+Password = Annotated[str, StringConstraints(min_length=8, max_length=128,
+                                            strip_whitespace=False)]
 
 
 class Register(BaseModel):
@@ -73,14 +74,14 @@ class TokenPair(BaseModel):
     expires_in: int
 
 
-def create_account(uow: UnitOfWork, email: str, password: str, full_name: str,
+def create_account(uow: UnitOfWork, email: str, password_hash: str, full_name: str,
                    phone: str | None, role: str) -> uuid.UUID | None:
     """Insert the account and emit user.registered; None when the email is taken."""
     user_id = uuid.uuid4()
     created = uow.tx.one(
         "INSERT INTO accounts (user_id, email, password_hash, full_name, phone, role)"
         " VALUES (:u, :e, :h, :n, :p, :r) ON CONFLICT DO NOTHING RETURNING registered_at",
-        u=user_id, e=email, h=hash_password(password), n=full_name, p=phone, r=role,
+        u=user_id, e=email, h=password_hash, n=full_name, p=phone, r=role,
     )
     if created is None:
         return None
@@ -106,17 +107,24 @@ def issue_tokens(tx: Tx, user_id: uuid.UUID, role: str,
                      refresh_token=refresh, expires_in=settings().access_token_ttl_seconds)
 
 
-def _failures_key(email: str) -> str:
-    return "marketplace:login-failures:" + hashlib.sha256(email.lower().encode()).hexdigest()
+def _limit(request: Request, name: str, subject: str | None = None) -> str:
+    """Count the request against limit `name` (per client address unless `subject` is given);
+    returns the client address."""
+    rt = runtime()
+    address = limits.client_address(request.raw, rt.settings)
+    limits.check(rt.redis, rt.settings, name, address if subject is None else subject)
+    return address
 
 
 @api.route("POST", "/auth/register", body=Register, response=Registered, status=201,
-           errors=(409,))
+           errors=(409, 429, 503))
 def register(request: Request) -> object:
     """Open an account (role `user`) and log in."""
     body: Register = request.body
+    _limit(request, "REGISTRATIONS_PER_ADDRESS")
+    password_hash = hash_password(body.password)
     with unit_of_work(SOURCE) as uow:
-        user_id = create_account(uow, body.email, body.password, body.full_name, body.phone,
+        user_id = create_account(uow, body.email, password_hash, body.full_name, body.phone,
                                  "user")
         if user_id is None:
             raise Problem(409, "Conflict", "an account with this email already exists")
@@ -125,36 +133,40 @@ def register(request: Request) -> object:
                       refresh_token=pair.refresh_token)
 
 
-@api.route("POST", "/auth/login", body=Login, response=TokenPair, errors=(401, 429))
+@api.route("POST", "/auth/login", body=Login, response=TokenPair, errors=(401, 429, 503))
 def login(request: Request) -> object:
-    """Log in with email and password; a wrong password and an unknown email look alike."""
+    """Log in with email and password; a wrong password and an unknown email look alike.
+
+    Every attempt is counted before the password is checked, per email and
+    address together (a stranger guessing the owner's password locks out only
+    themselves) and per address (spraying many emails is slowed); a success
+    forgives its email and address.
+    """
     body: Login = request.body
+    address = _limit(request, "LOGINS_PER_ADDRESS")
+    rt = runtime()
+    pair_key = f"{body.email.strip().lower()}\n{address}"
+    limits.check(rt.redis, rt.settings, "FAILED_LOGINS_PER_ACCOUNT_AND_ADDRESS", pair_key)
+    limits.check(rt.redis, rt.settings, "FAILED_LOGINS_PER_ADDRESS", address)
     with unit_of_work(SOURCE) as uow:
-        key = _failures_key(body.email)
-        failures = int(uow.redis.get(key) or 0)
-        if failures >= MAX_FAILED_LOGINS:
-            wait = max(1, int(uow.redis.ttl(key)))
-            raise Problem(429, "Too Many Requests",
-                          f"too many failed logins for this email; try again in {wait} s",
-                          headers={"Retry-After": str(wait)})
         account = uow.tx.one(
             "SELECT user_id, password_hash, role FROM accounts WHERE lower(email) = lower(:e)",
-            e=body.email,
+            e=body.email.strip(),
         )
-        if not matches(account["password_hash"] if account else None, body.password):
-            account = None
-        if account is None:
-            if uow.redis.incr(key) == 1:  # the window starts at the first failure
-                uow.redis.expire(key, FAILED_LOGIN_WINDOW_SECONDS)
-            raise Problem(401, "Unauthorized", "wrong email or password")
-        uow.redis.delete(key)
+    if not matches(account["password_hash"] if account else None, body.password):
+        raise Problem(401, "Unauthorized", "wrong email or password")
+    assert account is not None
+    limits.forgive(rt.redis, "FAILED_LOGINS_PER_ACCOUNT_AND_ADDRESS", pair_key)
+    limits.forgive_one(rt.redis, "FAILED_LOGINS_PER_ADDRESS", address)
+    with unit_of_work(SOURCE) as uow:
         return issue_tokens(uow.tx, account["user_id"], account["role"])
 
 
-@api.route("POST", "/auth/refresh", body=Refresh, response=TokenPair, errors=(401,))
+@api.route("POST", "/auth/refresh", body=Refresh, response=TokenPair, errors=(401, 429))
 def refresh(request: Request) -> object:
     """Trade a refresh token for a new pair; the old one stops working."""
     body: Refresh = request.body
+    _limit(request, "REFRESHES_PER_ADDRESS")
     reused = False
     with unit_of_work(SOURCE) as uow:
         row = uow.tx.one(
@@ -191,18 +203,24 @@ def logout(request: Request) -> object:
 
 
 @api.route("POST", "/auth/password", body=ChangePassword, roles=SIGNED_IN, status=204,
-           errors=(403,))
+           errors=(403, 409, 503))
 def change_password(request: Request) -> object:
     """Change the password; every other login of the account is ended."""
     body: ChangePassword = request.body
     user = request.user
     with unit_of_work(SOURCE) as uow:
-        account = uow.tx.one("SELECT password_hash FROM accounts WHERE user_id = :u FOR UPDATE",
+        account = uow.tx.one("SELECT password_hash FROM accounts WHERE user_id = :u",
                              u=user.user_id)
-        if not matches(account["password_hash"] if account else None, body.old_password):
-            raise Problem(403, "Forbidden", "the old password is not right")
-        uow.tx.execute("UPDATE accounts SET password_hash = :h WHERE user_id = :u",
-                       h=hash_password(body.new_password), u=user.user_id)
+    if not matches(account["password_hash"] if account else None, body.old_password):
+        raise Problem(403, "Forbidden", "the old password is not right")
+    new_hash = hash_password(body.new_password)
+    with unit_of_work(SOURCE) as uow:
+        # Only if nobody changed it meanwhile: the old password was checked against this one.
+        changed = uow.tx.execute("UPDATE accounts SET password_hash = :h WHERE user_id = :u"
+                                 " AND password_hash = :old", h=new_hash, u=user.user_id,
+                                 old=account["password_hash"] if account else "")
+        if not changed:
+            raise Problem(409, "Conflict", "the password was changed meanwhile; try again")
         uow.tx.execute("UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = :u"
                        " AND family_id <> :f AND revoked_at IS NULL",
                        u=user.user_id, f=user.session_id)

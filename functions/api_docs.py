@@ -21,11 +21,28 @@ from typing import Any
 
 import flask
 
-from shared.edge.api import Api, endpoint
+from shared.edge.api import Api, Problem, endpoint
 from shared.runtime.routing import ENDPOINTS, load
 
 COMMITTED = Path(__file__).with_name("openapi.json")
 VERSION = "1.0.0"
+
+# What a view reads by itself, past its route's models, by operationId: the payment
+# provider's webhook checks its `Stripe-Signature` over the raw body, then wants an event
+# (an object with a string `id` and `type`); anything else is a 400.
+READ_BY_VIEWS: dict[str, dict[str, Any]] = {
+    "receive_stripe_event": {
+        "parameters": [{
+            "name": "Stripe-Signature", "in": "header", "required": True,
+            "description": "t=<unix time>,v1=<HMAC-SHA256 of \"<t>.<body>\">, under the"
+                           " endpoint's secret; at most 5 minutes old",
+            "schema": {"type": "string", "pattern": "^t=[0-9]{1,12}(,v1=[0-9a-f]{64})+$"}}],
+        "body": {"type": "object", "required": ["id", "type"],
+                 "properties": {"id": {"type": "string"}, "type": {"type": "string"}},
+                 "description": "a provider event; types other than payment_intent.* are"
+                                " answered 200 and ignored"},
+    },
+}
 
 
 def apis() -> dict[str, Api]:
@@ -44,7 +61,7 @@ def apis() -> dict[str, Api]:
 def rendered() -> str:
     from shared.edge.openapi import document
 
-    return json.dumps(document(apis(), VERSION), indent=2, sort_keys=False) + "\n"
+    return json.dumps(document(apis(), VERSION, READ_BY_VIEWS), indent=2, sort_keys=False) + "\n"
 
 
 @cache
@@ -60,7 +77,8 @@ def spec() -> dict[str, Any]:
 @endpoint("/openapi.json")
 def api_docs(request: flask.Request) -> flask.Response:
     if request.method not in {"GET", "HEAD"}:
-        return flask.Response(status=405, headers={"Allow": "GET, HEAD"})
+        return Problem(405, "Method Not Allowed", "use GET, HEAD",
+                       headers={"Allow": "GET, HEAD"}).response()
     return flask.Response(served(), 200, mimetype="application/json")
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from shared.adapters import stripe_provider
 from shared.domain import holds, payments, timeline
 from shared.domain.events import BookingCancelled, BookingRequested, PaymentSucceeded
-from shared.edge import idempotency
+from shared.edge import idempotency, limits
 from shared.edge.api import (
     Api,
     Page,
@@ -32,6 +32,7 @@ from shared.edge.api import (
 )
 from shared.runtime import changes, tracing
 from shared.runtime.bootstrap import runtime
+from shared.runtime.config import Settings
 from shared.runtime.db import Row
 from shared.runtime.reactions import UnitOfWork, unit_of_work
 
@@ -88,7 +89,9 @@ class PaymentAccepted(BaseModel):
 class WaitQuery(BaseModel):
     """A long-poll instead of a polling loop: answer once the booking is in `wait_for`."""
 
-    model_config = ConfigDict(extra="forbid")
+    # `timeout` without `wait_for` is a 422 (get_booking): the document says so too.
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"dependentRequired": {"timeout": ["wait_for"]}})
     wait_for: Status | None = Field(None, description=(
         "answer as soon as the booking is in this status or a final one"
         " (CONFIRMED, REJECTED, CANCELLED, EXPIRED)"))
@@ -115,11 +118,20 @@ def own_booking(uow: UnitOfWork, booking_id: uuid.UUID, who: Principal, lock: st
 
 
 @api.route("POST", "/bookings", body=NewBooking, roles=ANYONE_SIGNED_IN, response=Accepted,
-           status=202, errors=(422,))
+           status=202, errors=(409, 422, 429))
 def request_booking(request: Request) -> object:
-    """Ask for a ticket; the answer comes as the booking's status (Idempotency-Key honoured)."""
+    """Ask for a ticket; the answer comes as the booking's status (Idempotency-Key honoured).
+
+    At most `BOOKINGS_PER_USER_PER_COURSE` live bookings per user and course
+    (a 409 naming the one in progress), rate-limited per user and address, and
+    only for a course that exists and is on sale.
+    """
     body: NewBooking = request.body
     user = request.user
+    rt = runtime()
+    limits.check(rt.redis, rt.settings, "BOOKINGS_PER_USER", str(user.user_id))
+    limits.check(rt.redis, rt.settings, "BOOKINGS_PER_ADDRESS",
+                 limits.client_address(request.raw, rt.settings))
     key = idempotency.key_of(request.raw)
     booking_id = uuid.uuid4()
     answer = {"booking_id": str(booking_id), "status": "PENDING"}
@@ -131,6 +143,13 @@ def request_booking(request: Request) -> object:
                                       (202, answer))
             if first is not None:
                 return first
+        course = uow.tx.one("SELECT status FROM courses WHERE course_id = :c", c=body.course_id)
+        if course is None:
+            raise Problem(422, "Validation Failed", "no such course",
+                          [{"field": "course_id", "message": "no course has this id"}])
+        if course["status"] != "ACTIVE":
+            raise conflict("the course is not on sale")
+        _take_slot(uow, user.user_id, body.course_id, booking_id, rt.settings)
         row = uow.tx.one(
             "INSERT INTO bookings (booking_id, course_id, user_id, trace_context)"
             " VALUES (:b, :c, :u, :t) RETURNING created_at",
@@ -141,6 +160,31 @@ def request_booking(request: Request) -> object:
         uow.emit(BookingRequested(booking_id=booking_id, user_id=user.user_id,
                                   course_id=body.course_id, requested_at=row["created_at"]))
     return answer
+
+
+def _take_slot(uow: UnitOfWork, user_id: uuid.UUID, course_id: uuid.UUID,
+               booking_id: uuid.UUID, settings: Settings) -> None:
+    """One of the user's live-booking slots on the course, or a 409 naming a booking in progress.
+
+    PostgreSQL decides (the slots' primary key): a concurrent request for the
+    same slot waits for this one's commit, then tries the next slot.
+    """
+    for _ in range(3):  # a concurrent request may take the free slot first
+        free = uow.tx.scalar(
+            "SELECT s FROM generate_series(1, :n) s WHERE s NOT IN (SELECT slot FROM"
+            " booking_slots WHERE user_id = :u AND course_id = :c) ORDER BY s LIMIT 1",
+            n=settings.bookings_per_user_per_course, u=user_id, c=course_id)
+        if free is None:
+            break
+        if uow.tx.execute("INSERT INTO booking_slots (user_id, course_id, slot, booking_id)"
+                          " VALUES (:u, :c, :s, :b) ON CONFLICT DO NOTHING",
+                          u=user_id, c=course_id, s=free, b=booking_id):
+            return
+    live = uow.tx.scalar("SELECT booking_id FROM booking_slots WHERE user_id = :u"
+                         " AND course_id = :c ORDER BY slot LIMIT 1", u=user_id, c=course_id)
+    raise Problem(409, "Booking In Progress",
+                  f"you already have a booking in progress for this course: {live}",
+                  extensions={"booking_id": str(live)})
 
 
 @api.route("GET", "/bookings", query=BookingQuery, roles=ANYONE_SIGNED_IN, response=Page)

@@ -2,20 +2,35 @@
 
 A course's ticket counts are counted from its tickets, never stored beside
 them, so `available + reserved + sold == capacity` holds by construction.
+
+What the columns cannot hold is refused before any SQL runs, naming the field:
+prices and capacities within their bounds, filters within `bigint`, a known
+ISO 4217 currency, and a start in the future.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import flask
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 
+from shared.domain.currencies import CODES, ISO_4217
 from shared.domain.events import CourseDeactivated, CoursePublished
 from shared.edge.api import (
     Api,
+    Omittable,
     Page,
     PageQuery,
     Principal,
@@ -35,10 +50,36 @@ api = Api()
 SOURCE = "/marketplace/functions/catalogue"
 AUTHORS = {"author", "admin"}
 
-CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+BIGINT_MAX = 2**63 - 1  # courses.price_cents is a bigint
+
+
+def _known_currency(code: str) -> str:
+    if code not in ISO_4217:
+        raise ValueError("not a current ISO 4217 currency code")
+    return code
+
+
+def _whole(value: object) -> object:
+    """JSON has one kind of number: `86753.0` is the integer the schema allows, `0.5` is not."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _ahead(starts_at: datetime) -> datetime:
+    if starts_at <= datetime.now(UTC):
+        raise ValueError("must be in the future")
+    return starts_at
+
+
+CurrencyCode = Annotated[str, AfterValidator(_known_currency),
+                         WithJsonSchema({"type": "string", "enum": list(CODES),
+                                         "description": "an ISO 4217 currency code"})]
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Description = Annotated[str, StringConstraints(max_length=10_000)]
-Price = Annotated[int, Field(ge=0, le=100_000_000, strict=True)]
+# A whole number within bounds, never "5" or true.
+Price = Annotated[int, Field(strict=True, ge=0, le=100_000_000), BeforeValidator(_whole)]
+Capacity = Annotated[int, Field(strict=True, ge=1, le=10_000), BeforeValidator(_whole)]
+StartsAt = Annotated[AwareDatetime, AfterValidator(_ahead),
+                     Field(description="RFC 3339 with a zone, in the future (before 10000 in UTC)")]
 
 
 class NewCourse(BaseModel):
@@ -47,26 +88,32 @@ class NewCourse(BaseModel):
     description: Description = ""
     price_cents: Price
     currency: CurrencyCode
-    starts_at: AwareDatetime
-    capacity: Annotated[int, Field(ge=1, le=10_000, strict=True)]
+    starts_at: StartsAt
+    capacity: Capacity
 
 
 class CourseChange(BaseModel):
-    """Any field of a new course but its capacity (tickets are never added or removed)."""
+    """Any field of a new course but its capacity (tickets are never added or removed).
+
+    A field left out keeps its value; none can be cleared, so null is a 422.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    title: Title | None = None
-    description: Description | None = None
-    price_cents: Price | None = None
-    currency: CurrencyCode | None = None
-    starts_at: AwareDatetime | None = None
+    title: Omittable[Title] = None
+    description: Omittable[Description] = None
+    price_cents: Omittable[Price] = None
+    currency: Omittable[CurrencyCode] = None
+    starts_at: Omittable[StartsAt] = None
+
+
+PriceFilter = Annotated[int, Field(ge=0, le=BIGINT_MAX)]
 
 
 class CourseQuery(PageQuery):
     q: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
     status: Literal["ACTIVE", "INACTIVE"] | None = None
-    price_min: Annotated[int, Field(ge=0)] | None = None
-    price_max: Annotated[int, Field(ge=0)] | None = None
+    price_min: PriceFilter | None = None
+    price_max: PriceFilter | None = None
     starts_from: AwareDatetime | None = None
     starts_to: AwareDatetime | None = None
     sort: Literal["starts_at", "-starts_at", "created_at", "-created_at",
@@ -195,11 +242,7 @@ def get_course(request: Request) -> object:
 def change_course(request: Request) -> object:
     """Change a course's details; a new price applies to tickets reserved from now on."""
     body: CourseChange = request.body
-    changes = {name: getattr(body, name) for name in body.model_fields_set}
-    if any(value is None for value in changes.values()):
-        missing = [name for name, value in changes.items() if value is None]
-        raise Problem(422, "Validation Failed", "these fields cannot be cleared",
-                      [{"field": name, "message": "may not be null"} for name in missing])
+    changes = {name: getattr(body, name) for name in body.model_fields_set}  # never null
     with unit_of_work(SOURCE) as uow:
         course = _own_course(uow, request.params["course_id"], request.user)
         if changes:

@@ -2,25 +2,39 @@
 
 The records come from `record_dead_letter` (the dead-letter topic, kept in
 PostgreSQL). A redrive POSTs each chosen record's original CloudEvent to the
-function it failed in, outside any transaction (a delivery may take up to the
-KafkaSource's 30 s), then records the outcome on the record and who asked in
-`redrives`. Repeating one is harmless: the function's inbox drops what it
-handled.
+function it failed in, at the address the routing declaration gives that
+function (`shared.domain.dead_letters.destination`), never at the one the
+record carries: anyone who can write to the topic writes that, so it is only
+shown (`recorded_destination`). A record naming no function of ours is not
+delivered and says why. Deliveries happen outside any transaction (one may
+take up to the KafkaSource's 30 s); then the outcome is recorded on the record
+and who asked in `redrives`. Repeating one is harmless: the function's inbox
+drops what it handled.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import flask
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    StringConstraints,
+    model_validator,
+)
 
 from shared.domain import dead_letters as letters
 from shared.edge.api import (
     Api,
+    Omittable,
     Page,
     PageQuery,
     Request,
@@ -31,7 +45,7 @@ from shared.edge.api import (
 )
 from shared.runtime.db import Row, Tx
 from shared.runtime.reactions import unit_of_work
-from shared.runtime.routing import source_path
+from shared.runtime.routing import Reaction, load
 
 api = Api()
 SOURCE = "/marketplace/functions/dead-letters"
@@ -41,6 +55,7 @@ REDRIVE_BATCH = 100  # deliveries are one at a time: a bigger backlog takes seve
 FunctionName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 EventType = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+EventIds = Annotated[list[EventId], Field(min_length=1, max_length=REDRIVE_BATCH)]
 Status = Literal["DEAD", "REDRIVEN"]
 
 
@@ -57,7 +72,9 @@ class DeadLetter(BaseModel):
     subject: str | None
     topic: str | None = Field(description="the original topic (from the type; null if not ours)")
     function: str = Field(description="the function it failed in")
-    destination: str = Field(description="where it was delivered (knativeerrordest)")
+    recorded_destination: str = Field(description=(
+        "where the record says it was delivered (knativeerrordest): shown, never used; a"
+        " redrive goes to the function's address in the routing declaration"))
     code: int = Field(description="the function's HTTP answer (0: no answer)")
     reason: str
     status: Status
@@ -69,15 +86,22 @@ class DeadLetter(BaseModel):
     last_redriven_by: uuid.UUID | None
 
 
+# `ids`, `function` or `type`, or `all: true` (not both): said in the schema as validated.
+_NARROWED: list[JsonValue] = [{"required": [name]} for name in ("ids", "function", "type")]
+
+
 class RedriveFilter(BaseModel):
     """Which dead letters to re-deliver: every filter given must match, or `all`."""
 
-    model_config = ConfigDict(extra="forbid")
-    ids: list[EventId] | None = Field(None, min_length=1, max_length=REDRIVE_BATCH, description=(
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": ["all"], "properties": {"all": {"const": True}},
+         "not": {"anyOf": _NARROWED}},
+        {"properties": {"all": {"const": False}}, "anyOf": _NARROWED}]})
+    ids: Omittable[EventIds] = Field(None, description=(
         "CloudEvent ids; these are redriven even if they were before"))
-    function: FunctionName | None = None
-    type: EventType | None = None
-    all: bool = Field(False, description="every dead letter still waiting")
+    function: Omittable[FunctionName] = None
+    type: Omittable[EventType] = None
+    all: StrictBool = Field(False, description="every dead letter still waiting")
 
     @model_validator(mode="after")
     def one_way_to_choose(self) -> RedriveFilter:
@@ -91,8 +115,9 @@ class Redelivery(BaseModel):
     dead_letter_id: uuid.UUID
     event_id: str
     function: str
-    code: int
+    code: int = Field(description="the function's HTTP answer (0: none, or not sent)")
     delivered: bool
+    reason: str | None = Field(description="why not delivered (null when it was)")
 
 
 class RedriveResult(BaseModel):
@@ -106,7 +131,8 @@ class RedriveResult(BaseModel):
 
 def dead_letter_view(row: Row) -> dict[str, Any]:
     return DeadLetter.model_validate(
-        {**row, "type": row["event_type"], "code": row["error_code"]}).model_dump(mode="json")
+        {**row, "type": row["event_type"], "code": row["error_code"],
+         "recorded_destination": row["destination"]}).model_dump(mode="json")
 
 
 @api.route("GET", "/admin/dead-letters", query=DeadLetterQuery, roles=ADMIN, response=Page)
@@ -134,14 +160,14 @@ def _chosen(chosen: RedriveFilter) -> tuple[list[str], dict[str, Any]]:
     return where, params
 
 
-def _known_function(row: Row) -> bool:
-    """Only ever POST to one of our functions, whatever a record's headers say."""
-    function = str(row["function"])
+def _deliver(row: Row, reactions: list[Reaction], template: str | None) -> letters.Delivery:
+    """To the declared address of the function the record names, or nowhere (and why)."""
     try:
-        source_path(function)
-    except KeyError:
-        return False
-    return letters.function_of_destination(row["destination"]) == function
+        url = letters.destination(str(row["function"]), str(row["event_type"]), reactions,
+                                  template)
+    except letters.NotRoutable as refused:
+        return letters.Delivery(0, str(refused))
+    return letters.redeliver(row, url)
 
 
 @api.route("POST", "/admin/dead-letters/redrive", body=RedriveFilter, roles=ADMIN,
@@ -154,9 +180,9 @@ def redrive(request: Request) -> object:
         rows = uow.tx.all(
             f"SELECT *, count(*) OVER () AS matching FROM dead_letters WHERE {' AND '.join(where)}"
             " ORDER BY first_failed_at, dead_letter_id LIMIT :n", n=REDRIVE_BATCH, **params)
-    outcomes = [(row, letters.redeliver(row) if _known_function(row)
-                 else letters.Delivery(0, "not one of our functions: not delivered"))
-                for row in rows]
+    reactions, _ = load()
+    template = letters.address_template(os.environ)
+    outcomes = [(row, _deliver(row, reactions, template)) for row in rows]
     redrive_id = uuid.uuid4()
     with unit_of_work(SOURCE) as uow:
         for row, delivery in outcomes:
@@ -174,7 +200,8 @@ def redrive(request: Request) -> object:
         redrive_id=redrive_id, matched=len(outcomes), delivered=delivered,
         failed=len(outcomes) - delivered, remaining=matching - len(outcomes),
         items=[Redelivery(dead_letter_id=row["dead_letter_id"], event_id=row["event_id"],
-                          function=row["function"], code=d.code, delivered=d.accepted)
+                          function=row["function"], code=d.code, delivered=d.accepted,
+                          reason=None if d.accepted else d.answer or "(no answer body)")
                for row, d in outcomes])
 
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from shared.adapters.stripe_provider import intent_from
 from shared.domain import payments
 from shared.edge import webhook_signature
-from shared.edge.api import Api, Problem, Request, endpoint
+from shared.edge.api import Api, Problem, Request, endpoint, read_body
 from shared.runtime.bootstrap import runtime
 from shared.runtime.reactions import unit_of_work
 
@@ -40,10 +40,10 @@ class Received(BaseModel):
 def _event_of(payload: bytes) -> dict[str, Any]:
     try:
         event = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         event = None
-    if not isinstance(event, dict) or not isinstance(event.get("id"), str) \
-            or not isinstance(event.get("type"), str):
+    if not isinstance(event, dict) or not all(
+            isinstance(event.get(k), str) and "\x00" not in event[k] for k in ("id", "type")):
         raise Problem(400, "Bad Request", "the body is not a provider event")
     return event
 
@@ -53,9 +53,7 @@ def _event_of(payload: bytes) -> dict[str, Any]:
 def receive_stripe_event(request: Request) -> object:
     """The provider's signed event: a payment succeeded or failed (other types are ignored)."""
     raw = request.raw
-    if (raw.content_length or 0) > MAX_BODY_BYTES:
-        raise Problem(413, "Content Too Large", f"at most {MAX_BODY_BYTES} bytes")
-    payload = raw.get_data()
+    payload = read_body(raw, MAX_BODY_BYTES)
     settings = runtime().settings
     if not webhook_signature.is_signed(payload, raw.headers.get("Stripe-Signature"),
                                        settings.stripe_webhook_secrets, time.time()):

@@ -18,6 +18,7 @@ from shared.adapters import avatars
 from shared.domain.events import UserUpdated
 from shared.edge.api import (
     Api,
+    Omittable,
     Page,
     PageQuery,
     Phone,
@@ -50,8 +51,10 @@ class Profile(BaseModel):
 
 
 class ProfileChange(BaseModel):
+    """A field left out is kept; `phone` and `bio` are cleared by null, `full_name` never is."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    full_name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    full_name: Omittable[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = None
     phone: Phone | None = None
     bio: Annotated[str, StringConstraints(max_length=2000)] | None = None
 
@@ -97,12 +100,9 @@ def my_profile(request: Request) -> object:
 @api.route("PATCH", "/users/me", body=ProfileChange, roles=SIGNED_IN, response=Profile,
            errors=(404,))
 def change_profile(request: Request) -> object:
-    """Change the caller's name, phone or bio (a field set to null is cleared)."""
+    """Change the caller's name, phone or bio (phone and bio set to null are cleared)."""
     body: ProfileChange = request.body
     changes = {name: getattr(body, name) for name in body.model_fields_set}
-    if changes.get("full_name", "") is None:
-        raise Problem(422, "Validation Failed", "full_name cannot be cleared",
-                      [{"field": "full_name", "message": "must be a non-empty string"}])
     with unit_of_work(SOURCE) as uow:
         _profile(uow, request.user.user_id, "FOR UPDATE")
         if not changes:
@@ -118,7 +118,7 @@ def change_profile(request: Request) -> object:
 
 
 @api.route("PUT", "/users/me/avatar", roles=SIGNED_IN, response=Profile,
-           raw_body=avatars.MEDIA_TYPES, errors=(404, 413, 415))
+           raw_body=avatars.MEDIA_TYPES, errors=(400, 404, 413, 415, 422))
 def upload_avatar(request: Request) -> object:
     """Replace the caller's avatar with a PNG or JPEG image of at most 2 MiB."""
     image = avatars.read_image(request.raw)

@@ -47,7 +47,7 @@ from typing import Any
 
 from local import hops, load, seed
 from local.benchrun import Bench, Figures
-from local.stack import LOAD_RUN_TOKEN_TTL_SECONDS, Stack, StackConfig, free_port
+from local.stack import LOAD_RUN_ENV, LOAD_RUN_TOKEN_TTL_SECONDS, Stack, StackConfig, free_port
 
 ADMIN = ("admin@marketplace.local", "bench-admin-password")
 
@@ -287,7 +287,8 @@ def fresh_bench(hold_ttl: int, expires: bool, users: int) -> Iterator[Bench]:
     with tempfile.TemporaryDirectory(prefix="marketplace-bench-") as tmp:
         config = StackConfig(workdir=Path(tmp), port=free_port(), hold_ttl_seconds=hold_ttl,
                              sweep_interval_seconds=5 if expires else None,
-                             access_token_ttl_seconds=LOAD_RUN_TOKEN_TTL_SECONDS)
+                             access_token_ttl_seconds=LOAD_RUN_TOKEN_TTL_SECONDS,
+                             env=dict(LOAD_RUN_ENV))
         with Stack(config) as stack:
             assert stack.runtime is not None
             runtime = stack.runtime

@@ -32,7 +32,7 @@ from typing import Any
 
 from local import faults, load, seed
 from local.chaos_checks import Check, drain, run_checks
-from local.stack import LOAD_RUN_TOKEN_TTL_SECONDS, Stack, StackConfig, free_port
+from local.stack import LOAD_RUN_ENV, LOAD_RUN_TOKEN_TTL_SECONDS, Stack, StackConfig, free_port
 from local.triggers import DELIVERY_TIMEOUT_VARIABLE
 
 log = logging.getLogger("marketplace.chaos")
@@ -200,7 +200,7 @@ def run(rate: float, duration: float, names: list[str], workdir: Path, gap: floa
         workdir=workdir, port=free_port(), hold_ttl_seconds=HOLD_TTL_SECONDS,
         sweep_interval_seconds=SWEEP_INTERVAL_SECONDS, threads=16,
         access_token_ttl_seconds=LOAD_RUN_TOKEN_TTL_SECONDS,
-        env={faults.FAULTS_FILE_VARIABLE: str(faults_file),
+        env={**LOAD_RUN_ENV, faults.FAULTS_FILE_VARIABLE: str(faults_file),
              DELIVERY_TIMEOUT_VARIABLE: str(DELIVERY_TIMEOUT_SECONDS),
              "PAYMENT_RECONCILE_AFTER_SECONDS": str(RECONCILE_AFTER_SECONDS),
              "PAYMENT_RECONCILE_INTERVAL_SECONDS": str(RECONCILE_INTERVAL_SECONDS)}))

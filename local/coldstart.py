@@ -44,6 +44,7 @@ from local.coldstart_cases import Request, World
 from local.stack import ROOT, free_port, topic_partitions
 from shared import migrations
 from shared.domain.events import DEAD_LETTER_TOPIC, REGISTRY
+from shared.edge.tokens import generate_keys
 from shared.runtime.bootstrap import build
 from shared.runtime.config import Settings, settings
 from shared.runtime.routing import load, module_of
@@ -51,6 +52,8 @@ from shared.runtime.routing import load, module_of
 # (first event handled, ms; resident memory, MB) per kind of function, on 2 cores.
 TARGETS = {"reaction": (450.0, 60.0), "schedule": (450.0, 60.0), "http": (550.0, 80.0)}
 START_TIMEOUT = 60.0
+ISSUER = "accounts"  # the one function given JWT_PRIVATE_KEY
+JWT_VARIABLES = ("JWT_PRIVATE_KEY", "JWT_PUBLIC_KEYS", "JWT_KEY_ID")
 
 # What functions-framework's CLI does (`_cli`), with a clock around create_app.
 CHILD = """
@@ -133,11 +136,11 @@ class ColdStack:
                     "STRIPE_WEBHOOK_SECRET": coldstart_cases.WEBHOOK_SECRET})
         env.update({"ELASTICSEARCH_SERVER_MODE": "serverless", "AWS_ACCESS_KEY_ID": "local",
                     "AWS_SECRET_ACCESS_KEY": "local", "AWS_REGION": "us-east-1",
-                    "JWT_SECRET": "coldstart-" + os.urandom(16).hex(),
                     "PYTHONPATH": str(ROOT), "WORKERS": "1", "THREADS": "8"})
+        env.update(generate_keys("coldstart"))
         self.env = env
-        # This process signs the HTTP functions' tokens with the same secret (put back in stop()).
-        self._saved = {k: os.environ.get(k) for k in ("JWT_SECRET", "DATABASE_URL", "REDIS_URL",
+        # This process signs the HTTP functions' tokens with the same key (put back in stop()).
+        self._saved = {k: os.environ.get(k) for k in (*JWT_VARIABLES, "DATABASE_URL", "REDIS_URL",
                                                       "STRIPE_API_BASE", "STRIPE_API_KEY")}
         os.environ.update({k: env[k] for k in self._saved})
         settings.cache_clear()
@@ -208,6 +211,8 @@ def cold_start(stack: ColdStack, target: str, source: str, request: Request,
     report = log.with_suffix(".json")
     env = {**stack.env, "FUNCTION_TARGET": target, "FUNCTION_SOURCE": source,
            "PORT": str(port), "COLDSTART_REPORT": str(report)}
+    if target != ISSUER:
+        env.pop("JWT_PRIVATE_KEY")  # as in the cluster: the others only verify
     with open(log, "ab") as out:
         started = time.perf_counter()
         process = subprocess.Popen([sys.executable, "-c", CHILD], cwd=ROOT, env=env,

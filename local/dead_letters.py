@@ -8,7 +8,9 @@ It goes through the API as the admin (`MARKETPLACE_API`, else `make run`'s
 `make run` wrote to `.local/run/admin-password`), so a redrive from here is
 recorded with who asked, like one from anywhere else, and works the same
 against a cluster's API. A redrive re-delivers at most 100 records per call
-and says how many more match: run it again for the next ones.
+and says how many more match: run it again for the next ones. Each goes to
+the function's address in the routing declaration, whatever destination the
+record shows; one naming no function of ours is refused, with the reason.
 """
 
 from __future__ import annotations
@@ -66,12 +68,14 @@ def show_list(page: dict[str, Any]) -> list[str]:
             f" {item['type']:<34} {item['event_id']}  subject {item['subject']}")
         lines.append(f"    HTTP {item['code']}: {item['reason'][:160]}"
                      f"  (failures {item['failures']}, redrives {item['redrives']})")
+        lines.append(f"    recorded destination (not used): {item['recorded_destination']}")
     return lines
 
 
 def show_redrive(result: dict[str, Any]) -> list[str]:
     lines = [f"{'delivered' if i['delivered'] else 'refused  '} HTTP {i['code']:<3}"
-             f" {i['function']:<20} {i['event_id']}" for i in result["items"]]
+             f" {i['function']:<20} {i['event_id']}"
+             + ("" if i["delivered"] else f"  {i['reason'][:160]}") for i in result["items"]]
     lines.append(f"redrive {result['redrive_id']}: {result['matched']} matched,"
                  f" {result['delivered']} delivered, {result['failed']} failed,"
                  f" {result['remaining']} more match (run again for them)")

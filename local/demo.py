@@ -131,7 +131,7 @@ class Scenario:
         print("2. an author publishes a course with 3 tickets")
         self.course_id = admin.call("POST", "/courses", {
             "title": "Sagas in practice", "description": "Outboxes, inboxes and retries.",
-            "price_cents": 4900, "currency": "EUR", "starts_at": "2027-03-01T09:00:00Z",
+            "price_cents": 4900, "currency": "EUR", "starts_at": "2037-03-01T09:00:00Z",
             "capacity": 3})["course_id"]
         self.counts(3, 0, 0)
 

@@ -52,7 +52,8 @@ def _confirm_with_method(resources: Any) -> None:
     intent = resources.PaymentIntent
     confirm = intent._api_confirm.__func__
 
-    def confirm_with(cls: Any, id: str, payment_method: str | None = None, **kwargs: Any) -> Any:
+    def confirm_with(cls: Any, /, id: str, payment_method: str | None = None, **kwargs: Any
+                     ) -> Any:
         if payment_method is not None:
             resources.PaymentMethod._api_retrieve(payment_method)  # 404 for an unknown token
             found = cls._api_retrieve(id)

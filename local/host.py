@@ -7,6 +7,11 @@ and another serves all reactions, each under `/<name>` for the KafkaSource
 emulator to call; each is still created from its own module. `function NAME`
 serves exactly one, loading only its module, as its Service does.
 
+The reactions host writes its base URL beside the local stack's startup file
+(`shared.domain.dead_letters.announcement_path`): that, not what a dead letter
+says, is where a redrive from the API finds the functions, as a cluster's
+would find their Services.
+
     python -m local.host api --port 8080
     python -m local.host reactions --port 8081
     python -m local.host function reserve_ticket --port 8082
@@ -17,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from functions_framework import create_app
@@ -25,6 +30,7 @@ from functions_framework._http.gunicorn import GunicornApplication
 
 from local import faults
 from local.timing import Timing
+from shared.domain.dead_letters import announcement_path
 from shared.runtime import logs, metrics
 from shared.runtime.routing import load, source_path
 
@@ -82,6 +88,19 @@ def reactions_app() -> WSGIApp:
     )
 
 
+def announce_reactions(host: str, port: int, env: Mapping[str, str]) -> None:
+    """Tell the API host where the reactions listen (written whole, then renamed into place)."""
+    path = announcement_path(env)
+    if path is None:
+        return  # not under the local stack: REACTIONS_URL says it, if anything does
+    address = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    if ":" in address:
+        address = f"[{address}]"
+    partial = path.with_suffix(".tmp")
+    partial.write_text(f"http://{address}:{port}\n")
+    partial.replace(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("role", choices=["api", "reactions", "function"])
@@ -95,8 +114,11 @@ def main(argv: list[str] | None = None) -> None:
         if not args.target:
             parser.error("`function` needs the name of the function")
         app = function_app(args.target)
+    elif args.role == "api":
+        app = api_app()
     else:
-        app = api_app() if args.role == "api" else reactions_app()
+        app = reactions_app()
+        announce_reactions(args.host, args.port, os.environ)
     app = faults.wrap(app)  # only under `make chaos`
     app = Timing(app)  # GET /__timing: calls, wall and CPU time per function (make bench)
     app = metrics.in_front_of(app)  # GET /metrics: this host's functions, every worker

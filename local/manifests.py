@@ -14,12 +14,18 @@ files differ from `render()`.
 Layout: `knative/base` (everything, namespace-free) and the overlays
 `knative/overlays/{dev,prod}` (namespace, image tag, Kafka bootstrap, topic
 partitions, consumers, replica bounds, host).
+
+Hardening (docs/security-cluster.md): each pod gets only the secret keys its
+code reads (`SECRETS_OF`, checked against the code by the tests), a read-only
+root filesystem with an in-memory /tmp, no service account token, and the
+namespace denies every connection in but the few `network_policies()` allow.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sys
+import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +48,87 @@ KAFKA_IMAGE = "apache/kafka:3.9.1"  # only for kafka-topics.sh in the topics Job
 PORT = 8080
 APP_DIR = "/app"  # the image's WORKDIR, where functions/ and shared/ are copied
 CONFIG = "marketplace-config"  # ConfigMap: everything that is not a secret
-SECRET = "marketplace-secrets"  # created by the operator (README, "Running on Knative")
+SECRET = "marketplace-secrets"  # created by the operator (docs/security-cluster.md)
 BASE_BOOTSTRAP = ("kafka-bootstrap.kafka.svc:9092",)
+
+# --- secrets: who reads which key of SECRET ---------------------------------------
+DATABASE_URL = "DATABASE_URL"
+REDIS_URL = "REDIS_URL"
+ELASTICSEARCH_URL = "ELASTICSEARCH_URL"
+AWS_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
+AWS_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"
+ADMIN_PASSWORD = "ADMIN_PASSWORD"  # for the operator's own tools: no pod reads it
+STRIPE_API_KEY = "STRIPE_API_KEY"
+STRIPE_WEBHOOK_SECRET = "STRIPE_WEBHOOK_SECRET"
+JWT_PRIVATE_KEY = "JWT_PRIVATE_KEY"  # signs access tokens; JWT_PUBLIC_KEYS (ConfigMap) verify
+SECRET_KEYS = (DATABASE_URL, REDIS_URL, ELASTICSEARCH_URL, AWS_ACCESS_KEY_ID,
+               AWS_SECRET_ACCESS_KEY, ADMIN_PASSWORD, STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET,
+               JWT_PRIVATE_KEY)
+
+# `shared.runtime.bootstrap.build()` refuses to start without both: every function
+# that touches the database has a runtime, and it announces changes through Redis.
+RUNTIME = (DATABASE_URL, REDIS_URL)
+AWS = (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)  # botocore's credential chain
+MIGRATIONS = "migrations"  # the Job's row; every other row is a module of functions/
+# The one declaration of which workload gets which secret key: a pod is given only
+# these, each by its own secretKeyRef, so a function broken into yields what it used
+# and no more. tests/unit/test_manifests.py scans each function's module and the
+# shared/ code it reaches for what reads each key, and fails when a row says more
+# or less than the code does.
+SECRETS_OF: dict[str, tuple[str, ...]] = {
+    "accounts": (*RUNTIME, JWT_PRIVATE_KEY),  # the only function that signs access tokens
+    "analytics": (ELASTICSEARCH_URL,),  # reads the search index only, no database
+    "api_docs": (),  # renders the OpenAPI document from code
+    "bookings": (*RUNTIME, STRIPE_API_KEY),  # pays right away through the provider
+    "cancel_open_payment": (*RUNTIME, STRIPE_API_KEY),  # cancels the provider's intent
+    "catalogue": RUNTIME,
+    "create_profile": RUNTIME,
+    "dead_letters": RUNTIME,
+    "expire_booking": RUNTIME,
+    "health": (*RUNTIME, ELASTICSEARCH_URL),  # probes each backing service
+    "hold_expiry_watcher": (REDIS_URL,),  # Redis notifications in, K_SINK out
+    "index_event": (*RUNTIME, ELASTICSEARCH_URL),
+    "my_notifications": RUNTIME,
+    "open_hold": RUNTIME,
+    "open_payment": RUNTIME,
+    "reconcile_payments": (*RUNTIME, STRIPE_API_KEY),  # asks the provider about its intents
+    "record_dead_letter": RUNTIME,
+    "refund_payment": (*RUNTIME, STRIPE_API_KEY),
+    "reject_booking": RUNTIME,
+    "relay_outbox": RUNTIME,
+    "reserve_ticket": RUNTIME,
+    "send_notifications": (*RUNTIME, *AWS),  # SES mail and SNS texts
+    "settle_booking": RUNTIME,
+    "settle_ticket": RUNTIME,
+    "stripe_webhook": (*RUNTIME, STRIPE_WEBHOOK_SECRET),  # checks the provider's signature
+    "sweep_expired_holds": RUNTIME,
+    "users": (*RUNTIME, *AWS),  # avatars in S3
+    MIGRATIONS: (DATABASE_URL,),
+}
+
+# --- pods ---------------------------------------------------------------------------
+# The root filesystem is read-only; what a process writes goes to an emptyDir in
+# memory at /tmp ($TMPDIR): prometheus-client's multiprocess files
+# (shared/runtime/metrics.py), gunicorn's worker heartbeats, Python's temporary
+# files and, for the Kafka tools, the JVM's. Memory-backed, it counts against the
+# container's memory limit, so it is kept small.
+TMP = "/tmp"
+TMP_VOLUME = "tmp"
+TMP_SIZE = "64Mi"
+KAFKA_IMAGE_UID = 1000  # apache/kafka's `appuser` is a name: runAsNonRoot needs the number
+
+# --- network: who may open a connection to which pods (network_policies()) -----------
+NAMESPACE_LABEL = "kubernetes.io/metadata.name"  # set by Kubernetes on every namespace
+SERVING_NAMESPACE = "knative-serving"  # the activator, and the autoscaler's scrape
+# The networking layer's gateways (Kourier, net-istio): once a Service has pods
+# enough, its requests skip the activator and come straight from one of them.
+GATEWAY_NAMESPACES = ("kourier-system", "istio-system")
+INGRESS_NAMESPACE = "ingress-nginx"  # ingress-nginx's own; ingress() uses its class
+EVENTING_NAMESPACE = "knative-eventing"  # the KafkaSource and PingSource dispatchers
+MONITORING_NAMESPACE = "monitoring"  # Prometheus, scraping GET /metrics on PORT
+QUEUE_PORT = 8012  # queue-proxy's HTTP/1 port: a request's only way into a function pod
+AUTOSCALER_PORT = 9090  # queue-proxy's metrics, scraped by Knative's autoscaler
+REDRIVER = "dead-letters"  # posts dead letters back to the reactions (functions/dead_letters.py)
 
 # One gunicorn worker with THREADS threads serves exactly containerConcurrency
 # requests at a time: Knative never queues more on a pod than it can run.
@@ -62,6 +147,7 @@ DELIVERY_TIMEOUT = "PT30S"  # < SERVICE_TIMEOUT_SECONDS: Knative gives up before
 DEAD_LETTER_SINK = "marketplace-dead-letter"
 EXPIRED_SINK = "reservation-expired"
 WATCHER = "hold-expiry-watcher"
+WATCHER_MODULE = "hold_expiry_watcher"  # functions/hold_expiry_watcher.py, run with -m
 INGRESS = "marketplace"
 
 # A booking's happy path passes these topics once each: their consumers are
@@ -150,13 +236,36 @@ def _meta(name: str, component: str, annotations: dict[str, str] | None = None) 
 
 
 def _env_from() -> list[Doc]:
-    return [{"configMapRef": {"name": CONFIG}}, {"secretRef": {"name": SECRET}}]
+    """Every setting that is not a secret; the secrets come one key at a time (_secrets)."""
+    return [{"configMapRef": {"name": CONFIG}}]
 
 
-def _security() -> Doc:
-    """The image's user is non-root; say so, and drop everything else."""
-    return {"runAsNonRoot": True, "allowPrivilegeEscalation": False,
+def _secrets(workload: str) -> list[Doc]:
+    """The keys of SECRET the workload's code reads (SECRETS_OF), and none of the others."""
+    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": key}}}
+            for key in SECRETS_OF[workload]]
+
+
+def _security(**extra: Any) -> Doc:
+    """The image's user is non-root; say so, drop everything else, write only to /tmp."""
+    return {"runAsNonRoot": True, **extra, "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _pod(containers: list[Doc], **fields: Any) -> Doc:
+    """A pod spec: no API token (no workload calls the Kubernetes API), /tmp in memory."""
+    for container in containers:
+        container["volumeMounts"] = [{"name": TMP_VOLUME, "mountPath": TMP}]
+    return {**fields, "automountServiceAccountToken": False, "containers": containers,
+            "volumes": [{"name": TMP_VOLUME,
+                         "emptyDir": {"medium": "Memory", "sizeLimit": TMP_SIZE}}]}
+
+
+def _pod_labels(name: str, component: str) -> dict[str, str]:
+    """What the NetworkPolicies select a pod by."""
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/component": component,
+            "app.kubernetes.io/part-of": PART_OF}
 
 
 def _service_ref(name: str) -> Doc:
@@ -173,35 +282,30 @@ def service(target: str, name: str, component: str) -> Doc:
         "apiVersion": SERVING_API, "kind": "Service",
         "metadata": metadata,
         "spec": {"template": {
-            "metadata": {"labels": {"app.kubernetes.io/name": name,
-                                    "app.kubernetes.io/part-of": PART_OF},
+            "metadata": {"labels": _pod_labels(name, component),
                          "annotations": {"autoscaling.knative.dev/min-scale": "0",
                                          "autoscaling.knative.dev/max-scale": "10",
                                          # every function serves GET /metrics on its port
                                          **SCRAPE}},
-            "spec": {
-                "containerConcurrency": THREADS,
-                "timeoutSeconds": SERVICE_TIMEOUT_SECONDS,
-                "containers": [{
-                    "name": "function",
-                    "image": IMAGE,
-                    "ports": [{"name": "http1", "containerPort": PORT}],
-                    "env": [{"name": "FUNCTION_TARGET", "value": target},
-                            # its own module only: nothing another function needs is loaded
-                            {"name": "FUNCTION_SOURCE",
-                             "value": f"{APP_DIR}/{module_of(target)}"},
-                            {"name": "WORKERS", "value": "1"},
-                            {"name": "THREADS", "value": str(THREADS)},
-                            {"name": "OTEL_SERVICE_NAME", "value": name}],
-                    "envFrom": _env_from(),
-                    "resources": {"requests": {"cpu": cpu, "memory": "192Mi"},
-                                  "limits": {"memory": "512Mi"}},
-                    # The port opens only once the function module imported cleanly.
-                    "readinessProbe": {"tcpSocket": {"port": PORT}, "periodSeconds": 2,
-                                       "failureThreshold": 3},
-                    "securityContext": _security(),
-                }],
-            },
+            "spec": _pod([{
+                "name": "function",
+                "image": IMAGE,
+                "ports": [{"name": "http1", "containerPort": PORT}],
+                "env": [{"name": "FUNCTION_TARGET", "value": target},
+                        # its own module only: nothing another function needs is loaded
+                        {"name": "FUNCTION_SOURCE", "value": f"{APP_DIR}/{module_of(target)}"},
+                        {"name": "WORKERS", "value": "1"},
+                        {"name": "THREADS", "value": str(THREADS)},
+                        {"name": "OTEL_SERVICE_NAME", "value": name},
+                        *_secrets(target)],
+                "envFrom": _env_from(),
+                "resources": {"requests": {"cpu": cpu, "memory": "192Mi"},
+                              "limits": {"memory": "512Mi"}},
+                # The port opens only once the function module imported cleanly.
+                "readinessProbe": {"tcpSocket": {"port": PORT}, "periodSeconds": 2,
+                                   "failureThreshold": 3},
+                "securityContext": _security(),
+            }], containerConcurrency=THREADS, timeoutSeconds=SERVICE_TIMEOUT_SECONDS),
         }},
     }
 
@@ -276,18 +380,18 @@ def watcher() -> Doc:
         "metadata": _meta(WATCHER, "watcher"),
         "spec": {
             "template": {
-                "metadata": {"labels": {"app.kubernetes.io/name": WATCHER,
-                                        "app.kubernetes.io/part-of": PART_OF}},
-                "spec": {"containers": [{
+                "metadata": {"labels": _pod_labels(WATCHER, "watcher")},
+                "spec": _pod([{
                     "name": "watcher",
                     "image": IMAGE,
-                    "command": ["python", "-m", "functions.hold_expiry_watcher"],
-                    "env": [{"name": "OTEL_SERVICE_NAME", "value": WATCHER}],
+                    "command": ["python", "-m", f"functions.{WATCHER_MODULE}"],
+                    "env": [{"name": "OTEL_SERVICE_NAME", "value": WATCHER},
+                            *_secrets(WATCHER_MODULE)],
                     "envFrom": _env_from(),
                     "resources": {"requests": {"cpu": "50m", "memory": "96Mi"},
                                   "limits": {"memory": "256Mi"}},
                     "securityContext": _security(),
-                }]},
+                }]),
             },
             "sink": {"ref": {"apiVersion": KAFKA_SINK_API, "kind": "KafkaSink",
                              "name": EXPIRED_SINK}},
@@ -299,7 +403,7 @@ def topics() -> list[str]:
     return sorted([*REGISTRY, DEAD_LETTER_TOPIC])
 
 
-def _job(name: str, component: str, container: Doc) -> Doc:
+def _job(name: str, component: str, container: Doc, security: Doc | None = None) -> Doc:
     """A run-once Job (retried on failure, cleaned up an hour after it finished)."""
     return {
         "apiVersion": "batch/v1", "kind": "Job",
@@ -307,11 +411,12 @@ def _job(name: str, component: str, container: Doc) -> Doc:
         "spec": {
             "backoffLimit": 10,
             "ttlSecondsAfterFinished": 3600,
-            "template": {"spec": {
-                "restartPolicy": "OnFailure",
-                "containers": [{"name": component, **container,
-                                "securityContext": _security()}],
-            }},
+            "template": {
+                "metadata": {"labels": _pod_labels(name, component)},
+                "spec": _pod([{"name": component, **container,
+                               "securityContext": security or _security()}],
+                             restartPolicy="OnFailure"),
+            },
         },
     }
 
@@ -327,9 +432,14 @@ def topics_job() -> Doc:
     return _job(f"marketplace-topics-{digest}", "topics", {
         "image": KAFKA_IMAGE,
         "command": ["sh", "-c", script],
-        "env": [{"name": "TOPICS", "value": " ".join(names)}],
-        "envFrom": [{"configMapRef": {"name": CONFIG}}],
-    })
+        # kafka-run-class.sh makes its LOG_DIR: on the writable /tmp, not in /opt/kafka
+        "env": [{"name": "TOPICS", "value": " ".join(names)},
+                {"name": "LOG_DIR", "value": f"{TMP}/kafka-logs"}],
+        "envFrom": _env_from(),  # no secret: the brokers are reached without one
+        # the tools' JVM takes -Xmx256M unless told otherwise
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"},
+                      "limits": {"memory": "512Mi"}},
+    }, _security(runAsUser=KAFKA_IMAGE_UID, runAsGroup=KAFKA_IMAGE_UID))
 
 
 def migrations_job() -> Doc:
@@ -338,10 +448,13 @@ def migrations_job() -> Doc:
     The functions never migrate: one finding an older schema answers 503 until
     this Job has run, so apply it, and wait for it, before the Services (README).
     """
-    return _job(f"marketplace-migrations-{migrations.digest()}", "migrations", {
+    return _job(f"marketplace-migrations-{migrations.digest()}", MIGRATIONS, {
         "image": IMAGE,
         "command": ["python", "-m", "shared.migrations"],
+        "env": _secrets(MIGRATIONS),
         "envFrom": _env_from(),
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                      "limits": {"memory": "256Mi"}},
     })
 
 
@@ -366,8 +479,33 @@ def config_map() -> Doc:
             # Traces leave over OTLP/HTTP only when this is set (an overlay sets it); the
             # W3C context travels with every event either way.
             "OTEL_EXPORTER_OTLP_ENDPOINT": "",
+            # Public, so not in the Secret: see CONFIG_NOTES.
+            "JWT_PUBLIC_KEYS": "",
+            "JWT_KEY_ID": "",
         },
     }
+
+
+# Comments written above a line of config.yaml (safe_dump writes none of its own).
+CONFIG_NOTES = {
+    "JWT_PUBLIC_KEYS": "Filled by the operator (docs/security-cluster.md): `kid=PEM` entries"
+                       " joined by `;`, the Ed25519 public keys every function verifies"
+                       " access tokens with. Empty, no function starts.",
+    "JWT_KEY_ID": "The kid of the key accounts signs with (JWT_PRIVATE_KEY, in the Secret);"
+                  " it must name a key in JWT_PUBLIC_KEYS.",
+}
+
+
+def _noted(text: str, notes: dict[str, str]) -> str:
+    """`text` with each note as a comment above the line that sets its key."""
+    lines = []
+    for line in text.splitlines(keepends=True):
+        key = line.strip().split(":", 1)[0]
+        if key in notes:
+            indent = line[:len(line) - len(line.lstrip())]
+            lines += [f"{indent}# {part}\n" for part in textwrap.wrap(notes[key], 86)]
+        lines.append(line)
+    return "".join(lines)
 
 
 def ingress(endpoints: Iterable[Endpoint]) -> Doc:
@@ -391,6 +529,68 @@ def ingress(endpoints: Iterable[Endpoint]) -> Doc:
     }
 
 
+FUNCTION_COMPONENTS = ("http", "reaction", "schedule")  # the pods of a Knative Service
+NETWORK_NOTE = """\
+# Ingress only: every pod of the namespace refuses connections but those allowed
+# below. Egress is left open on purpose: the functions reach PostgreSQL, Redis,
+# Elasticsearch, Kafka, AWS and Stripe at addresses the operator chooses, mostly
+# outside the cluster, so a list here would be guesses that stop deliveries, or
+# 0.0.0.0/0, which restricts nothing. Add an egress policy with your addresses
+# (docs/security-cluster.md) once you know them.
+"""
+
+
+def _namespaces(*names: str) -> list[Doc]:
+    return [{"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: name}}} for name in names]
+
+
+def _allow(name: str, components: Iterable[str], peers: list[Doc], ports: Iterable[int]) -> Doc:
+    """Connections from `peers` to `ports` of the pods of the given components."""
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": _meta(f"{PART_OF}-allow-{name}", "network"),
+        "spec": {
+            "podSelector": {
+                "matchLabels": {"app.kubernetes.io/part-of": PART_OF},
+                "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In",
+                                      "values": list(components)}]},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": peers,
+                         "ports": [{"protocol": "TCP", "port": port} for port in ports]}],
+        },
+    }
+
+
+def network_policies() -> list[Doc]:
+    """Deny every connection into the namespace's pods, then allow exactly these.
+
+    A request reaches a function pod on queue-proxy's port, from Knative's
+    activator or, once the Service has pods enough, straight from the
+    networking layer's gateway; the autoscaler scrapes queue-proxy's metrics.
+    The eventing dispatchers, ingress-nginx and the redrive (dead-letters)
+    post to Services, which go through that gateway; they are allowed too for
+    a mesh (net-istio with sidecars), where the sender's proxy connects to the
+    pod itself. Prometheus scrapes each function's own /metrics (SCRAPE). The
+    watcher and the Jobs serve nothing: nothing is allowed in.
+    """
+    functions = FUNCTION_COMPONENTS
+    reactions = ("reaction", "schedule")
+    redriver = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": REDRIVER,
+                                                "app.kubernetes.io/part-of": PART_OF}}}
+    return [
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": _meta(f"{PART_OF}-default-deny", "network"),
+         "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}},
+        _allow("knative-serving", functions, _namespaces(SERVING_NAMESPACE),
+               (QUEUE_PORT, AUTOSCALER_PORT)),
+        _allow("gateway", functions, _namespaces(*GATEWAY_NAMESPACES), (QUEUE_PORT,)),
+        _allow("ingress", ("http",), _namespaces(INGRESS_NAMESPACE), (QUEUE_PORT,)),
+        _allow("eventing", reactions, _namespaces(EVENTING_NAMESPACE), (QUEUE_PORT,)),
+        _allow("redrive", ("reaction",), [redriver], (QUEUE_PORT,)),
+        _allow("metrics", functions, _namespaces(MONITORING_NAMESPACE), (PORT,)),
+    ]
+
+
 # --- files ---------------------------------------------------------------------
 
 def _dump(*docs: Doc | list[Doc]) -> str:
@@ -412,13 +612,15 @@ def base(reactions: list[Reaction], endpoints: list[Endpoint]) -> dict[str, str]
         else:
             raise ValueError(f"{reaction.target} has neither topics nor a schedule")
         files[f"functions/{reaction.name}.yaml"] = _dump(*docs)
-    files["config.yaml"] = _dump(config_map())
+    files["config.yaml"] = _noted(_dump(config_map()), CONFIG_NOTES)
     files["topics.yaml"] = _dump(topics_job())
     files["migrations.yaml"] = _dump(migrations_job())
     files["sinks.yaml"] = _dump(kafka_sink(DEAD_LETTER_SINK, DEAD_LETTER_TOPIC),
                                 kafka_sink(EXPIRED_SINK, "reservation.expired"))
     files[f"{WATCHER}.yaml"] = _dump(watcher())
     files["ingress.yaml"] = _dump(ingress(endpoints))
+    files["network-policies.yaml"] = _dump(*network_policies()).replace(
+        HEADER, HEADER + NETWORK_NOTE, 1)
     files["kustomization.yaml"] = _dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
         "resources": sorted(files),

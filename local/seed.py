@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from functions.accounts import create_account
 from functions.catalogue import NewCourse, create_course
+from shared.adapters.passwords import hash_password
 from shared.runtime.bootstrap import Runtime
 from shared.runtime.reactions import unit_of_work
 
@@ -26,7 +27,8 @@ def seed_admin(rt: Runtime, email: str, password: str | None) -> tuple[uuid.UUID
             uow.tx.execute("UPDATE accounts SET role = 'admin' WHERE user_id = :u",
                            u=existing["user_id"])
             return existing["user_id"], None
-        user_id = create_account(uow, email, password, "Marketplace admin", None, "admin")
+        user_id = create_account(uow, email, hash_password(password), "Marketplace admin", None,
+                                 "admin")
         assert user_id is not None
     return user_id, generated
 

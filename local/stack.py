@@ -33,6 +33,7 @@ from local import embedded
 from local.supervisor import Supervised, Supervisor
 from shared import migrations
 from shared.domain.events import DEAD_LETTER_TOPIC, REGISTRY
+from shared.edge.tokens import generate_keys
 from shared.runtime.bootstrap import Runtime, build
 from shared.runtime.config import Settings
 
@@ -80,6 +81,9 @@ def free_port() -> int:
 LOAD_RUN_TOKEN_TTL_SECONDS = 24 * 3600
 """Access tokens for the bench's and the chaos run's clients: they sign in once and a
 run (a `--max` lasts about 20 minutes) must not end in 401s."""
+LOAD_RUN_ENV = {"RATE_LIMITS": "off", "BOOKINGS_PER_USER_PER_COURSE": "1000000"}
+"""The bench's and the chaos run's limits: a few dozen clients, all on this machine's one
+address, each with many bookings of one course in flight, are a load test, not a bot."""
 
 
 @dataclass
@@ -136,7 +140,8 @@ class Stack:
         env.update(cfg.env)
         env["MARKETPLACE_LOCAL"] = "1"
         env[STARTUP_FILE_VARIABLE] = str(self.startup_file)
-        env.setdefault("JWT_SECRET", secrets.token_urlsafe(32))
+        if not env.get("JWT_PUBLIC_KEYS") and not env.get("JWT_PRIVATE_KEY"):
+            env.update(generate_keys())  # one pair per run: every process verifies its tokens
         if cfg.hold_ttl_seconds is not None:
             env["HOLD_TTL_SECONDS"] = str(cfg.hold_ttl_seconds)
         if cfg.sweep_interval_seconds is not None:

@@ -15,13 +15,15 @@ import pytest
 
 from local import embedded
 from shared import migrations
+from shared.edge.tokens import generate_keys
 from shared.runtime import bootstrap
 from shared.runtime.bootstrap import Runtime
 from shared.runtime.config import settings
 from shared.runtime.db import Database
 
 os.environ.setdefault("MARKETPLACE_LOCAL", "1")
-os.environ.setdefault("JWT_SECRET", "test-secret-" + "x" * 32)
+if not os.environ.get("JWT_PUBLIC_KEYS") and not os.environ.get("JWT_PRIVATE_KEY"):
+    os.environ.update(generate_keys("test"))  # one pair per run, as the local stack makes
 
 
 

@@ -8,9 +8,22 @@ code, and the answer's body, base64. That is all there is to know, so the
 function a record failed in is read from the URL, and the topic from the
 event type (`marketplace.<topic>`).
 
-A redrive POSTs the original CloudEvent (binary mode, as the KafkaSource did)
-to that URL again: to the one function it failed in, not to every subscriber
-of its topic. Safe to repeat: the function's inbox drops an event it handled.
+Anyone who can produce to the dead-letter topic can write those extensions,
+so the recorded URL is shown to the admin and never used: a redrive POSTs the
+original CloudEvent (binary mode, as the KafkaSource did) to the address the
+routing declaration gives the function it names (`destination`), to that one
+function and not to every subscriber of its topic, following no redirect. A
+record naming a function that is not ours, or an event type its function does
+not take, is not delivered at all. Safe to repeat: the function's inbox drops
+an event it handled.
+
+Where our reactions listen comes from configuration, never from a record
+(`address_template`): `REACTIONS_URL` (a host serving each reaction under
+`/<name>/`, such as `local.host reactions`, or a template with `{name}`); else
+what the local stack's reactions host announced beside `MARKETPLACE_STARTUP_FILE`;
+else, in a Knative pod, each reaction's own Service,
+`http://<name>.<namespace>.svc.cluster.local` (the namespace and cluster domain
+that the pod's DNS search path starts with).
 """
 
 from __future__ import annotations
@@ -21,20 +34,26 @@ import hashlib
 import html
 import json
 import re
-import urllib.error
-import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 from urllib.parse import urlsplit
 
-from shared.domain.events import REGISTRY
+from shared.domain.events import DEAD_LETTER_TOPIC, REGISTRY
 from shared.runtime.db import Row, Tx
+from shared.runtime.routing import Reaction
 
 ERROR_EXTENSIONS = ("ce-knativeerrordest", "ce-knativeerrorcode", "ce-knativeerrordata")
 REASON_LIMIT = 1000
 REDRIVE_TIMEOUT_SECONDS = 30.0  # the KafkaSource's own delivery timeout
 UNKNOWN_FUNCTION = "unknown"
+
+REACTIONS_URL_VARIABLE = "REACTIONS_URL"
+STARTUP_FILE_VARIABLE = "MARKETPLACE_STARTUP_FILE"  # the local stack's, in its work directory
+ANNOUNCEMENT_FILE = "reactions-url"  # beside it: written by `local.host reactions`
+RESOLV_CONF = Path("/etc/resolv.conf")  # a pod's: `search <namespace>.svc.<cluster domain> ...`
+_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+_POD_DOMAIN = re.compile(rf"{_LABEL}\.svc(\.{_LABEL})+")  # <namespace>.svc.cluster.local
 
 
 @dataclass(frozen=True)
@@ -45,7 +64,7 @@ class DeadLetter:
     event_type: str
     source: str
     subject: str | None
-    destination: str
+    destination: str  # as recorded: shown, never posted to
     code: int
     reason: str
     headers: dict[str, str]  # the original CloudEvent's HTTP binary-mode headers
@@ -57,8 +76,17 @@ class DeadLetter:
 
     @property
     def topic(self) -> str | None:
-        topic = self.event_type.removeprefix("marketplace.")
-        return topic if topic in REGISTRY else None
+        return topic_of_type(self.event_type)
+
+
+def topic_of_type(event_type: str) -> str | None:
+    topic = event_type.removeprefix("marketplace.")
+    return topic if topic in REGISTRY else None
+
+
+def _original(name: str) -> bool:
+    """A header of the CloudEvent itself: its `ce-` attributes and content type, no more."""
+    return (name.startswith("ce-") and name not in ERROR_EXTENSIONS) or name == "content-type"
 
 
 def from_delivery(headers: Mapping[str, str], body: bytes) -> DeadLetter:
@@ -68,10 +96,6 @@ def from_delivery(headers: Mapping[str, str], body: bytes) -> DeadLetter:
     (an id derived from its body), since refusing it would only lose it.
     """
     lowered = {name.lower(): value for name, value in headers.items()}
-    original = {name: value for name, value in lowered.items()
-                if name.startswith("ce-") and name not in ERROR_EXTENSIONS}
-    if "content-type" in lowered:
-        original["content-type"] = lowered["content-type"]
     code = lowered.get("ce-knativeerrorcode", "")
     return DeadLetter(
         event_id=lowered.get("ce-id") or f"sha256:{hashlib.sha256(body).hexdigest()}",
@@ -81,14 +105,17 @@ def from_delivery(headers: Mapping[str, str], body: bytes) -> DeadLetter:
         destination=lowered.get("ce-knativeerrordest", ""),
         code=int(code) if code.isdigit() else 0,
         reason=reason_of(lowered.get("ce-knativeerrordata", "")),
-        headers=original,
+        headers={name: value for name, value in lowered.items() if _original(name)},
         body=body,
     )
 
 
 def function_of_destination(url: str) -> str:
     """The function a delivery went to: `http://reserve-ticket.ns.svc.cluster.local` (Knative)
-    or `http://127.0.0.1:8081/reserve-ticket/` (the local host) -> `reserve_ticket`."""
+    or `http://127.0.0.1:8081/reserve-ticket/` (the local host) -> `reserve_ticket`.
+
+    Only a name, looked up in the routing declaration before anything is sent.
+    """
     if not url:
         return UNKNOWN_FUNCTION
     parsed = urlsplit(url)
@@ -144,9 +171,67 @@ def record(tx: Tx, letter: DeadLetter) -> bool:
     ) == 1
 
 
+# --- where a redrive goes ---------------------------------------------------------
+
+class NotRoutable(Exception):
+    """Why a dead letter has no address of ours to go to: it is not redriven."""
+
+
+def announcement_path(env: Mapping[str, str]) -> Path | None:
+    """Where the local stack's reactions host writes its base URL, if this is the local stack."""
+    startup = env.get(STARTUP_FILE_VARIABLE, "")
+    return Path(startup).with_name(ANNOUNCEMENT_FILE) if startup else None
+
+
+def address_template(env: Mapping[str, str], resolv_conf: Path = RESOLV_CONF) -> str | None:
+    """Our reactions' address with `{name}` for the function's, from configuration; None: unknown.
+
+    `REACTIONS_URL` first; then the local reactions host's announcement; then,
+    in a Knative pod (`K_SERVICE` is set), the Service of each function in
+    this pod's own namespace, which its DNS search path names (the pods mount
+    no service-account token, so no namespace file). Nothing here is ever read
+    from a dead letter.
+    """
+    configured = env.get(REACTIONS_URL_VARIABLE, "").strip()
+    if configured:
+        return configured if "{name}" in configured else configured.rstrip("/") + "/{name}/"
+    announced = announcement_path(env)
+    if announced is not None and announced.is_file():
+        base = announced.read_text().strip()
+        if base:
+            return base.rstrip("/") + "/{name}/"
+    if env.get("K_SERVICE") and resolv_conf.is_file():
+        for line in resolv_conf.read_text().splitlines():
+            words = line.split()
+            # the first domain searched is the pod's namespace's: <namespace>.svc.<domain>
+            if words[:1] == ["search"] and len(words) > 1 and _POD_DOMAIN.fullmatch(words[1]):
+                return "http://{name}." + words[1]
+    return None
+
+
+def destination(function: str, event_type: str, reactions: Iterable[Reaction],
+                template: str | None) -> str:
+    """The address of `function` in the routing declaration, or NotRoutable saying why not.
+
+    Only a function fed by a KafkaSource has dead letters, and only an event
+    of one of its topics is what it takes; the dead-letter recorder has none.
+    """
+    reaction = next((r for r in reactions if r.target == function), None)
+    if reaction is None or not reaction.topics or DEAD_LETTER_TOPIC in reaction.topics:
+        raise NotRoutable(f"{function!r} is not one of our event-fed functions: not delivered")
+    topic = topic_of_type(event_type)
+    if topic not in reaction.topics:
+        raise NotRoutable(f"{function} does not take {event_type or 'untyped'} events:"
+                          " not delivered")
+    if template is None:
+        raise NotRoutable(f"where {function} listens is not configured (set"
+                          f" {REACTIONS_URL_VARIABLE}): not delivered")
+    return template.replace("{name}", reaction.name)
+
+
 @dataclass(frozen=True)
 class Delivery:
-    code: int  # 0: no answer (refused, timed out)
+    code: int  # 0: no answer (refused, timed out, not sent)
     answer: str
 
     @property
@@ -154,16 +239,28 @@ class Delivery:
         return 200 <= self.code < 300
 
 
-def redeliver(row: Row, timeout: float = REDRIVE_TIMEOUT_SECONDS) -> Delivery:
-    """POST the dead letter's original CloudEvent to the function it failed in, once."""
-    headers: dict[str, Any] = dict(row["headers"])
-    request = urllib.request.Request(row["destination"], data=bytes(row["body"]),
-                                     headers=headers, method="POST")
+def redeliver(row: Row, url: str, timeout: float = REDRIVE_TIMEOUT_SECONDS) -> Delivery:
+    """POST the dead letter's original CloudEvent to `url` once; a redirect is not followed.
+
+    The session ignores the environment (proxies, .netrc credentials): the
+    event goes to exactly this address, with exactly its own headers.
+    (`requests` is imported here: the recorder, which shares this module, never sends.)
+    """
+    import requests
+
+    headers = {name: str(value) for name, value in dict(row["headers"]).items()
+               if _original(name.lower())}
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            return Delivery(answer.status, "")
-    except urllib.error.HTTPError as error:
-        body = error.read()[:REASON_LIMIT]
-        return Delivery(error.code, reason_of(base64.b64encode(body).decode()))
-    except (urllib.error.URLError, OSError) as error:
+        with requests.Session() as session:
+            session.trust_env = False
+            with session.post(url, data=bytes(row["body"]), headers=headers, timeout=timeout,
+                              allow_redirects=False, stream=True) as answer:
+                if 200 <= answer.status_code < 300:
+                    return Delivery(answer.status_code, "")
+                if answer.is_redirect:
+                    return Delivery(answer.status_code, "the function answered with a redirect:"
+                                    " not followed")
+                body = answer.raw.read(REASON_LIMIT, decode_content=True) or b""
+    except (requests.RequestException, OSError, ValueError) as error:
         return Delivery(0, f"{type(error).__name__}: {error}"[:REASON_LIMIT])
+    return Delivery(answer.status_code, reason_of(base64.b64encode(body).decode()))

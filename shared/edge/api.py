@@ -12,10 +12,12 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, cast
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar, cast
 from uuid import UUID
 
 import flask
@@ -28,7 +30,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
 )
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
 from shared.edge import tokens
@@ -47,18 +49,45 @@ def _lower_domain(address: str) -> str:
     return f"{local}@{domain.lower()}"
 
 
+# Unicode's White_Space, spelled out: what a strip removes, and what `\s` means in the
+# validator's regex dialect but not quite in the document's (ECMA-262) or in Python's.
+WHITE_SPACE = r"\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
 # Deliberately plain: one @, a dotted domain, no spaces. Whether it receives mail is
 # for the welcome email to find out, and local domains (admin@marketplace.local) are fine.
 Email = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=320,
-                      pattern=r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]+$"),
+                      pattern=f"^[^@{WHITE_SPACE}]{{1,64}}@[^@{WHITE_SPACE}]+"
+                              f"\\.[^@{WHITE_SPACE}.]+$"),
     AfterValidator(_lower_domain),
 ]
 
 
 # Shared by accounts (registering) and users (changing a profile).
 Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9 ()-]{5,20}$")]
+
+T = TypeVar("T")
+
+
+def _not_null(value: T | None) -> T | None:
+    if value is None:
+        raise ValueError("may not be null (leave the field out instead)")
+    return value
+
+
+def _never_null(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+    kinds = [kind for kind in schema.pop("anyOf", []) if kind != {"type": "null"}]
+    if len(kinds) == 1:
+        schema.update(kinds[0])
+    elif kinds:
+        schema["anyOf"] = kinds
+
+
+# A field of a change that may be left out (kept as it is) but is never null (it cannot
+# be cleared): the document says so (no `null`, no default), and a null is a 422 naming it.
+Omittable = Annotated[T | None, AfterValidator(_not_null), Field(json_schema_extra=_never_null)]
 
 
 class Problem(Exception):
@@ -261,13 +290,64 @@ def parse_query(raw: flask.Request, model: type[BaseModel]) -> BaseModel:
         values[name] = given[0] if len(given) == 1 else given
         _refuse_nul(values[name], name)
     try:
-        return model.model_validate(values)
+        return _in_utc(model.model_validate(values), values, "query")
     except ValidationError as exc:
         raise validation_problem(exc, "query") from exc
 
 
+# RFC 3339's date-time, zone required (`T` and `Z` in either case), as the document says.
+_DATE_TIME = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
+
+
+def _in_utc(parsed: BaseModel, given: dict[str, Any], where: str) -> BaseModel:
+    """Every date-time taken is RFC 3339 with a zone, and in UTC from here on.
+
+    pydantic alone also takes a Unix time (`0.5`, `0`) for one, and keeps any
+    offset (up to 23:59), so a time past the year 9999 in UTC would fail only in
+    the database driver. A query's bound past that range finds what the range's
+    end finds; a body's is refused, naming the field.
+    """
+    errors: list[dict[str, str]] = []
+    for name, info in type(parsed).model_fields.items():
+        value = getattr(parsed, name)
+        if not isinstance(value, datetime):
+            continue
+        key = info.alias if info.alias in given else name  # as it was given
+        if not (isinstance(given.get(key), str) and _DATE_TIME.fullmatch(given[key])):
+            errors.append({"field": key, "message": "not an RFC 3339 date-time with a zone"})
+            continue
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:
+            if where != "query":
+                errors.append({"field": key, "message": "out of range (years 1 to 9999, UTC)"})
+                continue
+            value = (datetime.min if value.year == 1 else datetime.max).replace(tzinfo=UTC)
+        setattr(parsed, name, value)
+    if errors:
+        raise Problem(422, "Validation Failed", f"the request {where} is not valid", errors)
+    return parsed
+
+
+MAX_JSON_BYTES = 64 * 1024
+
+
+def read_body(raw: flask.Request, limit: int) -> bytes:
+    """The body, refused with a 413 once it passes `limit` bytes: announced or streamed.
+
+    Never more than `limit` + 1 bytes are read, with a `Content-Length` or
+    without one (chunked): a large body costs the reader nothing but the refusal.
+    """
+    if raw.content_length is not None and raw.content_length > limit:
+        raise Problem(413, "Content Too Large", f"the body may be at most {limit} bytes")
+    data = raw.stream.read(limit + 1)
+    if len(data) > limit:
+        raise Problem(413, "Content Too Large", f"the body may be at most {limit} bytes")
+    return bytes(data)
+
+
 def parse_body(raw: flask.Request, model: type[BaseModel]) -> BaseModel:
-    data = raw.get_data()
+    data = read_body(raw, MAX_JSON_BYTES)
     if not data:
         try:  # a body whose every field is optional may be left out
             return model.model_validate({})
@@ -277,12 +357,14 @@ def parse_body(raw: flask.Request, model: type[BaseModel]) -> BaseModel:
         payload = json.loads(data)
     except ValueError as exc:
         raise Problem(400, "Bad Request", f"the body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # [[[[... deeper than the parser's stack
+        raise Problem(400, "Bad Request", "the body is nested too deeply") from exc
     if not isinstance(payload, dict):
         raise Problem(422, "Validation Failed", "the body must be a JSON object",
                       [{"field": "body", "message": "must be an object"}])
     _refuse_nul(payload, "body")
     try:
-        return model.model_validate(payload)
+        return _in_utc(model.model_validate(payload), payload, "body")
     except ValidationError as exc:
         raise validation_problem(exc) from exc
 
@@ -312,6 +394,7 @@ def endpoint(*prefixes: str) -> Callable[[Callable[[flask.Request], flask.Respon
         register_endpoint(Endpoint(function.__name__, prefixes, source_of_handler(function)))
         logs.setup()
         metrics.expose_on_current_app()
+        _problems_on_current_app()
 
         @functools.wraps(function)
         def observed(raw: flask.Request) -> flask.Response:
@@ -320,6 +403,20 @@ def endpoint(*prefixes: str) -> Callable[[Callable[[flask.Request], flask.Respon
         return cast(Callable[[flask.Request], flask.Response], functions_framework.http(observed))
 
     return decorate
+
+
+def _problems_on_current_app() -> None:
+    """Flask's own answers are problems too: a path no rule of the function's app matches
+    (`/users/%0A/role`: its `<path:path>` takes no newline), a method it does not serve."""
+    if not flask.has_app_context():
+        return
+
+    def problem(error: HTTPException) -> flask.Response:
+        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+        detail = "no such route" if error.code == 404 else (error.description or error.name)
+        return Problem(error.code or 500, error.name, detail, headers=headers).response()
+
+    flask.current_app.register_error_handler(HTTPException, problem)
 
 
 def _observed(name: str, function: Callable[[flask.Request], flask.Response],

@@ -21,6 +21,15 @@ from local.stack import Stack, StackConfig, free_port
 HOLD_TTL_SECONDS = 8
 SWEEP_INTERVAL_SECONDS = 2
 T = TypeVar("T")
+# Every test client is on 127.0.0.1: the per-address limits are raised for the suite, and
+# the tests of the limits name their own client addresses through X-Forwarded-For, as the
+# Ingress would (127.0.0.1 is the trusted proxy here). Per-user limits, the booking cap and
+# the per-account login throttle keep their defaults.
+E2E_LIMITS = {"TRUSTED_PROXIES": "127.0.0.1",
+              "RATE_LIMIT_REGISTRATIONS_PER_ADDRESS": "100000/3600",
+              "RATE_LIMIT_LOGINS_PER_ADDRESS": "100000/60",
+              "RATE_LIMIT_BOOKINGS_PER_ADDRESS": "100000/60",
+              "RATE_LIMIT_FAILED_LOGINS_PER_ADDRESS": "100000/900"}
 # Every access and refresh token the session was given: no log line may contain one.
 ISSUED_TOKENS: list[str] = []
 ADMIN_PASSWORD = "admin-password"
@@ -100,7 +109,7 @@ class Marketplace:
     def publish(self, capacity: int, price_cents: int = 4900) -> dict[str, Any]:
         course: dict[str, Any] = self.admin.ok("POST", "/courses", {
             "title": "Kafka for people in a hurry", "description": "", "currency": "EUR",
-            "price_cents": price_cents, "starts_at": "2027-01-15T09:00:00+01:00",
+            "price_cents": price_cents, "starts_at": "2037-01-15T09:00:00+01:00",
             "capacity": capacity}, status=201)
         return course
 
@@ -117,7 +126,8 @@ def marketplace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Marketplac
         workdir=workdir, port=free_port(), hold_ttl_seconds=HOLD_TTL_SECONDS,
         sweep_interval_seconds=SWEEP_INTERVAL_SECONDS, threads=8,
         env={"OTEL_EXPORTER_OTLP_ENDPOINT": traces.url, "OTEL_BSP_SCHEDULE_DELAY": "200",
-             "LOG_FORMAT": "json", faults.FAULTS_FILE_VARIABLE: str(workdir / "faults.json")}))
+             "LOG_FORMAT": "json", faults.FAULTS_FILE_VARIABLE: str(workdir / "faults.json"),
+             **E2E_LIMITS}))
     try:
         stack.start()
     except EmbeddedServerError as exc:

@@ -95,10 +95,11 @@ def test_sold_out_booking_is_rejected(marketplace: Marketplace) -> None:
     assert rejected["reason"] == "sold_out"
 
 
-def test_unknown_course_is_rejected(marketplace: Marketplace) -> None:
+def test_unknown_course_is_refused_and_nothing_is_written(marketplace: Marketplace) -> None:
     user = marketplace.register()
-    rejected = user.wait_status(user.book(str(uuid.uuid4())), "REJECTED")
-    assert rejected["reason"] == "course_not_found"
+    refused = user.call("POST", "/bookings", {"course_id": str(uuid.uuid4())})
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "course_id"
+    assert user.ok("GET", "/bookings")["total"] == 0
 
 
 def test_thirty_concurrent_bookings_for_five_tickets(marketplace: Marketplace) -> None:

@@ -1,13 +1,23 @@
-"""A dead letter is listed, redriven once its cause is fixed, handled once; again: no change."""
+"""A dead letter is listed, redriven once its cause is fixed, handled once; again: no change.
+
+And it goes only ever to our function, at the address the routing declaration gives it.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from conftest import Marketplace, eventually
+from kafka import KafkaProducer
 
 from local import dead_letters, faults
+from shared.domain.events import DEAD_LETTER_TOPIC
 from shared.runtime.bootstrap import Runtime
 
 REDRIVE = "/admin/dead-letters/redrive"
@@ -46,7 +56,7 @@ def test_a_dead_letter_is_redriven_to_its_one_function_once_fixed(
         assert letter["type"] == "marketplace.booking.confirmed"
         assert letter["topic"] == "booking.confirmed"
         assert letter["code"] == 422 and "refused by a fault" in letter["reason"]
-        assert letter["destination"].endswith("/settle-ticket/")
+        assert letter["recorded_destination"].endswith("/settle-ticket/")
         assert (letter["failures"], letter["redrives"]) == (1, 0)
         # the booking is stuck: confirmed, its ticket still reserved, and the timeline says why
         assert marketplace.course(course["course_id"])["reserved"] == 1
@@ -123,3 +133,89 @@ def test_redrive_needs_a_filter_and_an_admin(marketplace: Marketplace) -> None:
     user = marketplace.register()
     assert user.call("GET", "/admin/dead-letters").status_code == 403
     assert user.call("POST", REDRIVE, {"all": True}).status_code == 403
+
+
+class Listener:
+    """Somewhere that is not our function, on 127.0.0.1: it records every request it gets."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+        seen = self.requests
+
+        class Record(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                seen.append((self.command, self.path))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_PUT = do_POST
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Record)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def forge_dead_letter(marketplace: Marketplace, destination: str, booking_id: str) -> str:
+    """What anyone able to write to the dead-letter topic can produce: any knativeerrordest."""
+    event_id = str(uuid.uuid4())
+    data = {"booking_id": booking_id, "user_id": str(uuid.uuid4()),
+            "course_id": str(uuid.uuid4()), "ticket_id": str(uuid.uuid4()),
+            "payment_id": str(uuid.uuid4()), "amount_cents": 4900, "currency": "EUR"}
+    producer = KafkaProducer(bootstrap_servers=marketplace.stack.env["KAFKA_BOOTSTRAP_SERVERS"],
+                             acks="all")
+    producer.send(DEAD_LETTER_TOPIC, key=booking_id.encode(), value=json.dumps(data).encode(),
+                  headers=[
+                      ("content-type", b"application/json"), ("ce_specversion", b"1.0"),
+                      ("ce_id", event_id.encode()), ("ce_source", b"/forged"),
+                      ("ce_type", b"marketplace.booking.confirmed"),
+                      ("ce_subject", booking_id.encode()),
+                      ("ce_knativeerrordest", destination.encode()),
+                      ("ce_knativeerrorcode", b"422"),
+                      ("ce_knativeerrordata", base64.b64encode(b"<p>refused</p>"))]
+                  ).get(timeout=30)
+    producer.close()
+    return event_id
+
+
+def test_a_redrive_goes_to_our_function_never_to_the_recorded_address(
+        marketplace: Marketplace) -> None:
+    rt = marketplace.stack.runtime
+    assert rt is not None
+    listener = Listener()
+    try:
+        booking_id = str(uuid.uuid4())  # no such booking: settle_ticket changes nothing
+        # a record "from" settle_ticket whose destination is the listener, and one naming a
+        # function we do not have at all
+        ours = forge_dead_letter(marketplace, f"{listener.url}/settle-ticket/", booking_id)
+        foreign = forge_dead_letter(marketplace, f"{listener.url}/exfiltrate/", booking_id)
+        listed = eventually(
+            lambda: {i["event_id"]: i for i in letters(marketplace, "&status=DEAD")
+                     if i["event_id"] in {ours, foreign}},
+            lambda found: len(found) == 2, what="the forged dead letters listed")
+        assert listed[ours]["function"] == "settle_ticket"
+        assert listed[ours]["recorded_destination"] == f"{listener.url}/settle-ticket/"
+        assert listed[foreign]["function"] == "exfiltrate"
+
+        result = marketplace.admin.ok("POST", REDRIVE, {"ids": [ours, foreign]}, status=202)
+        items = {i["event_id"]: i for i in result["items"]}
+        assert (result["delivered"], result["failed"]) == (1, 1)
+        assert (items[ours]["code"], items[ours]["delivered"], items[ours]["reason"]) == (
+            200, True, None)
+        assert (items[foreign]["code"], items[foreign]["delivered"]) == (0, False)
+        assert "not one of our" in items[foreign]["reason"]
+        # settle_ticket got the event, from the declared address; the listener got nothing
+        assert ("settle_ticket", ours) in inbox_rows(rt, ours)
+        assert inbox_rows(rt, foreign) == []
+        assert listener.requests == []
+        [still] = [i for i in letters(marketplace) if i["event_id"] == foreign]
+        assert still["status"] == "DEAD" and "not one of our" in still["reason"]
+    finally:
+        listener.close()

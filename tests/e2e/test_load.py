@@ -10,7 +10,7 @@ from local.sessions import SessionSettings
 
 def test_each_behaviour_ends_as_expected(marketplace: Marketplace) -> None:
     url = marketplace.url
-    users = load.register_users(url, 3)
+    users = load.register_users(url, 12)  # one session each: one live booking per user
     course = marketplace.publish(capacity=40)["course_id"]
     behaviours = sorted(load.BEHAVIOURS)
     # 12 arrivals, the mix interleaved in its exact shares: each behaviour twice

@@ -1,15 +1,18 @@
 """docker-compose.yml, the Dockerfile and .dockerignore, checked statically.
 
 No Docker engine runs here (FIELD-NOTES), so these tests read the files: the
-compose file's services, references, environment and ports; the image's build
-inputs (runtime dependencies only, no secrets, a non-root user) and that it
-starts any function by FUNCTION_TARGET with the settings the manifests assume.
+compose file's services, references, environment and ports (no committed
+secret, every port on 127.0.0.1 only); the image's build inputs (runtime
+dependencies only, no secrets, a non-root user) and that it starts any function
+by FUNCTION_TARGET with the settings the manifests assume.
 """
 
 from __future__ import annotations
 
 import ast
+import itertools
 import re
+import stat
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -18,8 +21,9 @@ from urllib.parse import urlparse
 
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
-from local import manifests
+from local import compose_env, manifests
 from shared.domain.events import DEAD_LETTER_TOPIC, REGISTRY
+from shared.runtime.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKING = {"kafka", "postgres", "redis", "elasticsearch", "aws"}
@@ -27,9 +31,42 @@ APP_IMAGE = "marketplace:local"
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
 
+# `${NAME}`, `${NAME:-default}`, `${NAME:?error}` (and `$$`, a dollar), as compose reads them.
+SUBSTITUTION = re.compile(r"\$\$|\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+
+
+@cache
+def raw_compose() -> dict[str, Any]:
+    """The file as committed, `${...}` and all."""
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Compose's variable substitution, on every string of the parsed file."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, op, arg = match.group("name"), match.group("op") or "", match.group("arg") or ""
+        if env.get(name) or (name in env and ":" not in op):
+            return env[name]
+        assert "?" not in op, f"{name} is required ({arg}): make compose-env does not write it"
+        return arg if "-" in op else ""
+
+    return SUBSTITUTION.sub(substitute, value)
+
+
 @cache
 def compose() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    """The file as `docker compose` sees it with a fresh `.env` (make compose-env)."""
+    loaded: dict[str, Any] = interpolate(raw_compose(), compose_env.fill({}))
     return loaded
 
 
@@ -93,7 +130,7 @@ def test_backing_services_have_health_checks_and_apps_start_after_them() -> None
 
 def test_every_setting_the_app_reads_is_set_on_every_app_service() -> None:
     wanted = config_variables()
-    assert {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "JWT_SECRET"} <= wanted  # the scan works
+    assert {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "JWT_KEY_ID"} <= wanted  # the scan works
     assert set(app_services()) == {"migrate", "api", "reactions", "triggers"}
     for name, service in app_services().items():
         missing = wanted - set(service.get("environment", {}))
@@ -155,12 +192,90 @@ def test_app_commands_run_the_local_hosts_and_triggers() -> None:
         command = commands[name]
         assert command[command.index("--host") + 1] == "0.0.0.0", name  # reachable from others
         port = command[command.index("--port") + 1]
-        assert f"{port}:{port}" in services()[name]["ports"], name
+        assert f"127.0.0.1:{port}:{port}" in services()[name]["ports"], name
     reactions_port = commands["reactions"][commands["reactions"].index("--port") + 1]
     assert commands["triggers"] == ["python", "-m", "local.triggers", "--reactions-url",
                                     f"http://reactions:{reactions_port}"]
     for module in ("host", "triggers"):
         assert (ROOT / "local" / f"{module}.py").exists()
+
+
+# --- no committed secret, nothing published beyond this machine ----------------------------
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|PRIVATE_KEY|API_KEY|ACCESS_KEY")
+# What a literal secret looks like: a Stripe key or signing secret, a PEM, an AWS key id,
+# a password in a URL (`scheme://user:password@`).
+SECRET_SHAPE = re.compile(r"sk_(test|live)_\w|whsec_\w|-----BEGIN|AKIA[0-9A-Z]{16}"
+                          r"|://[^/\s:@]+:[^/\s@]+@")
+
+
+def required(value: Any) -> str | None:
+    """The variable `value` is exactly a required substitution of (`${NAME:?...}`), if it is."""
+    match = SUBSTITUTION.fullmatch(str(value))
+    return match.group("name") if match and match.group("op") == ":?" else None
+
+
+def sections() -> dict[str, dict[str, Any]]:
+    """Every service of the committed file, and the `x-app` block they share."""
+    return {"x-app": raw_compose()["x-app"], **raw_compose()["services"]}
+
+
+def test_the_compose_file_commits_no_secret() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    literal = SECRET_SHAPE.search(SUBSTITUTION.sub("", text))
+    assert literal is None, f"a secret committed in docker-compose.yml: {literal.group(0)!r}"
+    used = {m.group("name") for line in text.splitlines() if not line.lstrip().startswith("#")
+            for m in SUBSTITUTION.finditer(line) if m.group("op") == ":?"}
+    for name, section in sections().items():
+        for key, value in section.get("environment", {}).items():
+            if SECRET_NAME.search(key):
+                assert required(value), f"{name}: {key} must be ${{NAME:?...}} from .env"
+        command = section.get("command", [])
+        for flag, value in itertools.pairwise(command):
+            if str(flag).startswith("--") and SECRET_NAME.search(flag.upper().replace("-", "_")):
+                assert required(value), f"{name}: {flag} takes a secret: from .env"
+    assert used == set(compose_env.NAMES), "make compose-env writes what the file requires"
+
+
+def test_every_published_port_is_bound_to_loopback() -> None:
+    published = 0
+    for name, service in raw_compose()["services"].items():
+        for mapping in service.get("ports", []):
+            assert isinstance(mapping, str), f"{name}: write ports as \"127.0.0.1:H:C\""
+            assert re.fullmatch(r"127\.0\.0\.1:\d+:\d+", mapping), f"{name}: {mapping}"
+            published += 1
+    assert published >= 8
+
+
+def test_the_env_file_stays_out_of_git_and_of_the_image() -> None:
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert ".env" in ignored
+    assert dockerignore_excludes(".env")
+
+
+def test_compose_env_writes_every_secret_once_for_its_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / ".env"
+    assert compose_env.write(path) == list(compose_env.NAMES)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    first = compose_env.read(path)
+    assert set(first) == set(compose_env.NAMES) and all(first.values())
+    assert compose_env.write(path) == [] and compose_env.read(path) == first  # kept
+    path.write_text("".join(f"{k}='{v}'\n" for k, v in first.items() if k != "JWT_KEY_ID")
+                    + "TOPIC_PARTITIONS=8\n")
+    remade = compose_env.write(path)
+    assert set(remade) == {"JWT_PRIVATE_KEY", "JWT_PUBLIC_KEYS", "JWT_KEY_ID"}  # as a pair
+    assert compose_env.read(path)["TOPIC_PARTITIONS"] == "8"  # what you added stays
+    assert not (tmp_path / ".env.tmp").exists()
+
+
+def test_compose_env_values_pass_the_settings_checks() -> None:
+    """As compose passes them, the keys make a pair and no secret counts as weak."""
+    made = compose_env.fill({})
+    env = {"JWT_PRIVATE_KEY": made["JWT_PRIVATE_KEY"], "JWT_PUBLIC_KEYS": made["JWT_PUBLIC_KEYS"],
+           "JWT_KEY_ID": made["JWT_KEY_ID"], "ADMIN_PASSWORD": made["ADMIN_PASSWORD"],
+           "STRIPE_API_KEY": made["FAKE_STRIPE_API_KEY"],
+           "STRIPE_WEBHOOK_SECRET": made["FAKE_STRIPE_WEBHOOK_SECRET"]}
+    settings = Settings.from_env(env)  # outside local mode: the strict checks
+    assert settings.jwt_private_key and dict(settings.jwt_public_keys)[settings.jwt_key_id]
 
 
 # --- the image's build inputs ------------------------------------------------------------

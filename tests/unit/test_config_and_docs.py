@@ -5,24 +5,27 @@ from __future__ import annotations
 import pytest
 
 from functions import api_docs
+from shared.edge.tokens import generate_keys
 from shared.runtime.config import Settings
 
 
-def test_outside_local_mode_a_jwt_secret_is_required() -> None:
-    with pytest.raises(RuntimeError, match="JWT_SECRET"):
+def test_outside_local_mode_the_token_public_keys_are_required() -> None:
+    with pytest.raises(RuntimeError, match="JWT_PUBLIC_KEYS"):
         Settings.from_env({})
-    assert Settings.from_env({"JWT_SECRET": "s" * 32}).jwt_secret == "s" * 32
+    keys = generate_keys("k1")
+    assert Settings.from_env(keys).jwt_key_id == "k1"
 
 
-def test_local_mode_generates_a_secret_per_run() -> None:
-    first = Settings.from_env({"MARKETPLACE_LOCAL": "1"}).jwt_secret
-    second = Settings.from_env({"MARKETPLACE_LOCAL": "1"}).jwt_secret
-    assert len(first) >= 32 and first != second
+def test_local_mode_generates_a_key_pair_per_run() -> None:
+    first = Settings.from_env({"MARKETPLACE_LOCAL": "1"})
+    second = Settings.from_env({"MARKETPLACE_LOCAL": "1"})
+    assert first.jwt_private_key and first.jwt_key_id in dict(first.jwt_public_keys)
+    assert first.jwt_private_key != second.jwt_private_key
 
 
 def test_numbers_are_checked() -> None:
     with pytest.raises(RuntimeError, match="HOLD_TTL_SECONDS"):
-        Settings.from_env({"JWT_SECRET": "x", "HOLD_TTL_SECONDS": "ten"})
+        Settings.from_env({**generate_keys(), "HOLD_TTL_SECONDS": "ten"})
 
 
 def test_committed_openapi_document_is_current() -> None:
@@ -30,7 +33,7 @@ def test_committed_openapi_document_is_current() -> None:
         "functions/openapi.json is stale: run `make schemas`")
 
 
-def test_a_function_refuses_to_start_without_a_jwt_secret() -> None:
+def test_a_function_refuses_to_start_without_the_token_public_keys() -> None:
     import os
     import subprocess
     import sys
@@ -38,10 +41,10 @@ def test_a_function_refuses_to_start_without_a_jwt_secret() -> None:
 
     root = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items()
-           if k not in {"JWT_SECRET", "MARKETPLACE_LOCAL", "FUNCTION_TARGET"}}
+           if k not in {"JWT_PUBLIC_KEYS", "MARKETPLACE_LOCAL", "FUNCTION_TARGET"}}
     started = subprocess.run(
         [sys.executable, "-c", "from functions_framework import create_app;"
          " create_app('health', 'functions/health.py')"],
         cwd=root, env=env, capture_output=True, text=True, timeout=60)
     assert started.returncode != 0
-    assert "JWT_SECRET is required outside local mode" in started.stderr
+    assert "JWT_PUBLIC_KEYS is required outside local mode" in started.stderr
