@@ -22,8 +22,8 @@ from shared.runtime import tracing
 
 CLIENT_SPAN = "c1" * 8  # the span id of the test's own traceparent
 # Every function a paid booking's events reach, and the HTTP function that started it.
-PAID = {"bookings", "reserve_ticket", "open_hold", "open_payment", "settle_booking",
-        "settle_ticket", "send_notifications", "index_event"}
+PAID = {"bookings", "reserve_ticket", "open_hold", "open_payment", "stripe_webhook",
+        "settle_booking", "settle_ticket", "send_notifications", "index_event"}
 # An unpaid one: after the hold, the watcher or the sweeper (or both) notice.
 EXPIRED = {"bookings", "reserve_ticket", "open_hold", "open_payment", "expire_booking",
            "settle_ticket", "cancel_open_payment", "send_notifications", "index_event"}
@@ -57,11 +57,11 @@ def _check_trace(marketplace: Marketplace, trace_id: str, expected: set[str]) ->
 
 def test_a_booking_is_one_trace_with_a_span_per_function(marketplace: Marketplace) -> None:
     course = marketplace.publish(capacity=2)
-    user = marketplace.register()
+    user, waiter = marketplace.register(), marketplace.register()  # one live booking each
     paid_trace, expired_trace = tracing.new_trace_id(), tracing.new_trace_id()
     paid = user.ok("POST", "/bookings", {"course_id": course["course_id"]}, status=202,
                    headers={"traceparent": f"00-{paid_trace}-{CLIENT_SPAN}-01"})["booking_id"]
-    unpaid = user.ok("POST", "/bookings", {"course_id": course["course_id"]}, status=202,
+    unpaid = waiter.ok("POST", "/bookings", {"course_id": course["course_id"]}, status=202,
                      headers={"traceparent": f"00-{expired_trace}-{CLIENT_SPAN}-01"}
                      )["booking_id"]
     user.wait_status(paid, "AWAITING_PAYMENT")
@@ -73,7 +73,7 @@ def test_a_booking_is_one_trace_with_a_span_per_function(marketplace: Marketplac
     assert sorted(s.attributes["http.route"] for s in bookings_spans) == [
         "/bookings", "/bookings/<uuid:booking_id>/payment"]
 
-    user.wait_status(unpaid, "EXPIRED", timeout=40)
+    waiter.wait_status(unpaid, "EXPIRED", timeout=40)
     _check_trace(marketplace, expired_trace, EXPIRED)
     names = {s.name for s in marketplace.traces.trace(expired_trace)}
     assert names & set(EXPIRY_PUBLISHERS)

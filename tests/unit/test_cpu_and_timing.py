@@ -57,7 +57,10 @@ def test_a_threads_cpu_is_read_by_its_native_id() -> None:
     # /proc counts in clock ticks sampled by the scheduler: on a busy machine it can
     # fall short of thread_time by a few ticks, never to nothing
     assert spent[0] >= 0.1
-    assert cpu.thread_seconds(ids) == {}  # gone with its thread
+    # gone with its thread (unless the kernel already gave its id to a newer thread of ours:
+    # the session's servers start one per request)
+    alive = {t.native_id for t in threading.enumerate()}
+    assert set(cpu.thread_seconds(ids)) <= alive - {None}
     busy, total = cpu.machine_busy_seconds()
     assert 0 < busy <= total
 
