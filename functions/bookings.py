@@ -170,9 +170,12 @@ def _take_slot(uow: UnitOfWork, user_id: uuid.UUID, course_id: uuid.UUID,
     same slot waits for this one's commit, then tries the next slot.
     """
     for _ in range(3):  # a concurrent request may take the free slot first
+        # With k slots taken one of 1..k+1 is free: the search costs k, not the cap.
         free = uow.tx.scalar(
-            "SELECT s FROM generate_series(1, :n) s WHERE s NOT IN (SELECT slot FROM"
-            " booking_slots WHERE user_id = :u AND course_id = :c) ORDER BY s LIMIT 1",
+            "WITH taken AS (SELECT slot FROM booking_slots WHERE user_id = :u"
+            " AND course_id = :c)"
+            " SELECT s FROM generate_series(1, LEAST(:n, (SELECT count(*) FROM taken) + 1)) s"
+            " WHERE s NOT IN (SELECT slot FROM taken) ORDER BY s LIMIT 1",
             n=settings.bookings_per_user_per_course, u=user_id, c=course_id)
         if free is None:
             break
