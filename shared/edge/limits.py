@@ -129,12 +129,14 @@ def forgive(redis: Any, name: str, subject: str) -> None:
     redis.delete(_key(name, subject))
 
 
+# Only a counter that still exists: a DECR of one whose window just ended would make a
+# counter at -1 with no expiry, which would live for ever.
+_TAKE_ONE_BACK = "if redis.call('exists', KEYS[1]) == 1 then redis.call('decr', KEYS[1]) end"
+
+
 def forgive_one(redis: Any, name: str, subject: str) -> None:
     """Take one back (a login that succeeded is no failure of its address)."""
-    key = _key(name, subject)
-    with redis.pipeline(transaction=True) as pipe:
-        pipe.decr(key)
-        pipe.execute()
+    redis.eval(_TAKE_ONE_BACK, 1, _key(name, subject))
 
 
 def too_many(wait: int, detail: str) -> Problem:

@@ -133,3 +133,12 @@ def test_a_course_not_on_sale_is_refused_and_nothing_is_written(rt: Runtime) -> 
     assert unknown.status_code == 422 and unknown.get_json()["errors"][0]["field"] == "course_id"
     assert scalar(rt, "SELECT count(*) FROM bookings") == 0
     assert scalar(rt, "SELECT count(*) FROM outbox") == 0
+
+
+def test_taking_a_count_back_never_leaves_a_counter_without_an_expiry(rt: Runtime) -> None:
+    limits.forgive_one(rt.redis, "FAILED_LOGINS_PER_ADDRESS", "192.0.2.99")  # no window open
+    assert rt.redis.keys(limits.PREFIX + "*") == []
+    limits.count(rt.redis, "FAILED_LOGINS_PER_ADDRESS", "192.0.2.99")
+    limits.forgive_one(rt.redis, "FAILED_LOGINS_PER_ADDRESS", "192.0.2.99")
+    [key] = rt.redis.keys(limits.PREFIX + "*")
+    assert int(rt.redis.get(key)) == 0 and rt.redis.ttl(key) > 0
