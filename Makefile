@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-integration test-e2e lint schemas bench chaos cold-start demo consistency manifests migrate dead-letters redrive compose-env clean
+.PHONY: install browser run test test-unit test-integration test-e2e lint docs schemas bench chaos cold-start demo consistency manifests migrate dead-letters redrive compose-env clean
 
 install: $(STAMP)
 
@@ -15,9 +15,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(BIN)/python -m local.run
+	$(BIN)/python -m local.stack.run
 
-test: install
+# Debian's Chromium, for the test that opens the API page (tests/e2e/test_api_page.py):
+# playwright drives it, and never downloads a browser of its own.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
+test: install browser
 	$(BIN)/python -m pytest
 
 test-unit: install
@@ -33,39 +39,44 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy shared functions local
 
+# The documentation site (docs/mkdocs.yml), built strictly into .local/site: a broken
+# link, a missing anchor or a page left out of the nav fails it.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --config-file docs/mkdocs.yml
+
 schemas: install
 	$(BIN)/python -m shared.domain.schemas --write
 	$(BIN)/python -m functions.api_docs --write
 
 bench: install
-	$(BIN)/python -m local.bench $(BENCH_ARGS)
+	$(BIN)/python -m local.measure.bench $(BENCH_ARGS)
 
 chaos: install
 	$(BIN)/python -m local.chaos $(CHAOS_ARGS)
 
 cold-start: install
-	$(BIN)/python -m local.coldstart $(COLD_START_ARGS)
+	$(BIN)/python -m local.measure.coldstart $(COLD_START_ARGS)
 
 migrate: install
 	$(BIN)/python -m shared.migrations
 
 demo: install
-	$(BIN)/python -m local.demo
+	$(BIN)/python -m local.stack.demo
 
 consistency: install
-	$(BIN)/python -m local.consistency
+	$(BIN)/python -m local.ops.consistency
 
 dead-letters: install
-	$(BIN)/python -m local.dead_letters list $(DEAD_LETTERS_ARGS)
+	$(BIN)/python -m local.ops.dead_letters list $(DEAD_LETTERS_ARGS)
 
 redrive: install
-	$(BIN)/python -m local.dead_letters redrive $(REDRIVE_ARGS)
+	$(BIN)/python -m local.ops.dead_letters redrive $(REDRIVE_ARGS)
 
 manifests: install
-	$(BIN)/python -m local.manifests
+	$(BIN)/python -m local.deploy.manifests
 
 compose-env: install
-	$(BIN)/python -m local.compose_env
+	$(BIN)/python -m local.deploy.compose_env
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

@@ -20,16 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from shared.adapters.passwords import hash_password, matches
 from shared.domain.events import UserRegistered
 from shared.edge import limits, tokens
-from shared.edge.api import Api, Email, Phone, Problem, Request, endpoint
+from shared.edge.api import Api, Caller, Email, Phone, Problem
+from shared.edge.roles import SIGNED_IN, Role
 from shared.runtime.bootstrap import runtime
 from shared.runtime.config import settings
 from shared.runtime.db import Tx
-from shared.runtime.reactions import UnitOfWork, unit_of_work
+from shared.runtime.unit_of_work import UnitOfWork, unit_of_work
 
 api = Api()
 
 SOURCE = "/marketplace/functions/accounts"
-SIGNED_IN = {"user", "author", "admin"}
 
 # Compared exactly as it was registered: no stripping, whatever the model does to other text.
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128,
@@ -75,7 +75,7 @@ class TokenPair(BaseModel):
 
 
 def create_account(uow: UnitOfWork, email: str, password_hash: str, full_name: str,
-                   phone: str | None, role: str) -> uuid.UUID | None:
+                   phone: str | None, role: Role) -> uuid.UUID | None:
     """Insert the account and emit user.registered; None when the email is taken."""
     user_id = uuid.uuid4()
     created = uow.tx.one(
@@ -92,7 +92,7 @@ def create_account(uow: UnitOfWork, email: str, password_hash: str, full_name: s
     return user_id
 
 
-def issue_tokens(tx: Tx, user_id: uuid.UUID, role: str,
+def issue_tokens(tx: Tx, user_id: uuid.UUID, role: Role,
                  family_id: uuid.UUID | None = None) -> TokenPair:
     """A new access token and the next refresh token of the login (a new login without one)."""
     family_id = family_id or uuid.uuid4()
@@ -107,34 +107,32 @@ def issue_tokens(tx: Tx, user_id: uuid.UUID, role: str,
                      refresh_token=refresh, expires_in=settings().access_token_ttl_seconds)
 
 
-def _limit(request: Request, name: str, subject: str | None = None) -> str:
+def _limit(raw: flask.Request, name: str, subject: str | None = None) -> str:
     """Count the request against limit `name` (per client address unless `subject` is given);
     returns the client address."""
     rt = runtime()
-    address = limits.client_address(request.raw, rt.settings)
+    address = limits.client_address(raw, rt.settings)
     limits.check(rt.redis, rt.settings, name, address if subject is None else subject)
     return address
 
 
-@api.route("POST", "/auth/register", body=Register, response=Registered, status=201,
-           errors=(409, 429, 503))
-def register(request: Request) -> object:
+@api.route("POST", "/auth/register", status=201, errors=(409, 429, 503))
+def register(body: Register, raw: flask.Request) -> Registered:
     """Open an account (role `user`) and log in."""
-    body: Register = request.body
-    _limit(request, "REGISTRATIONS_PER_ADDRESS")
+    _limit(raw, "REGISTRATIONS_PER_ADDRESS")
     password_hash = hash_password(body.password)
     with unit_of_work(SOURCE) as uow:
         user_id = create_account(uow, body.email, password_hash, body.full_name, body.phone,
-                                 "user")
+                                 Role.USER)
         if user_id is None:
             raise Problem(409, "Conflict", "an account with this email already exists")
-        pair = issue_tokens(uow.tx, user_id, "user")
+        pair = issue_tokens(uow.tx, user_id, Role.USER)
     return Registered(user_id=user_id, access_token=pair.access_token,
                       refresh_token=pair.refresh_token)
 
 
-@api.route("POST", "/auth/login", body=Login, response=TokenPair, errors=(401, 429, 503))
-def login(request: Request) -> object:
+@api.route("POST", "/auth/login", errors=(401, 429, 503))
+def login(body: Login, raw: flask.Request) -> TokenPair:
     """Log in with email and password; a wrong password and an unknown email look alike.
 
     Every attempt is counted before the password is checked, per email and
@@ -142,8 +140,7 @@ def login(request: Request) -> object:
     themselves) and per address (spraying many emails is slowed); a success
     forgives its email and address.
     """
-    body: Login = request.body
-    address = _limit(request, "LOGINS_PER_ADDRESS")
+    address = _limit(raw, "LOGINS_PER_ADDRESS")
     rt = runtime()
     pair_key = f"{body.email.strip().lower()}\n{address}"
     limits.check(rt.redis, rt.settings, "FAILED_LOGINS_PER_ACCOUNT_AND_ADDRESS", pair_key)
@@ -162,11 +159,10 @@ def login(request: Request) -> object:
         return issue_tokens(uow.tx, account["user_id"], account["role"])
 
 
-@api.route("POST", "/auth/refresh", body=Refresh, response=TokenPair, errors=(401, 429))
-def refresh(request: Request) -> object:
+@api.route("POST", "/auth/refresh", errors=(401, 429))
+def refresh(body: Refresh, raw: flask.Request) -> TokenPair:
     """Trade a refresh token for a new pair; the old one stops working."""
-    body: Refresh = request.body
-    _limit(request, "REFRESHES_PER_ADDRESS")
+    _limit(raw, "REFRESHES_PER_ADDRESS")
     reused = False
     with unit_of_work(SOURCE) as uow:
         row = uow.tx.one(
@@ -193,41 +189,34 @@ def refresh(request: Request) -> object:
 
 
 @api.route("POST", "/auth/logout", roles=SIGNED_IN, status=204)
-def logout(request: Request) -> object:
+def logout(caller: Caller) -> None:
     """End this login: its refresh token stops working."""
     with unit_of_work(SOURCE) as uow:
         uow.tx.execute("UPDATE refresh_tokens SET revoked_at = now()"
                        " WHERE family_id = :f AND revoked_at IS NULL",
-                       f=request.user.session_id)
-    return None
+                       f=caller.session_id)
 
 
-@api.route("POST", "/auth/password", body=ChangePassword, roles=SIGNED_IN, status=204,
-           errors=(403, 409, 503))
-def change_password(request: Request) -> object:
+@api.route("POST", "/auth/password", roles=SIGNED_IN, status=204, errors=(403, 409, 503))
+def change_password(body: ChangePassword, caller: Caller) -> None:
     """Change the password; every other login of the account is ended."""
-    body: ChangePassword = request.body
-    user = request.user
     with unit_of_work(SOURCE) as uow:
         account = uow.tx.one("SELECT password_hash FROM accounts WHERE user_id = :u",
-                             u=user.user_id)
+                             u=caller.user_id)
     if not matches(account["password_hash"] if account else None, body.old_password):
         raise Problem(403, "Forbidden", "the old password is not right")
     new_hash = hash_password(body.new_password)
     with unit_of_work(SOURCE) as uow:
         # Only if nobody changed it meanwhile: the old password was checked against this one.
         changed = uow.tx.execute("UPDATE accounts SET password_hash = :h WHERE user_id = :u"
-                                 " AND password_hash = :old", h=new_hash, u=user.user_id,
+                                 " AND password_hash = :old", h=new_hash, u=caller.user_id,
                                  old=account["password_hash"] if account else "")
         if not changed:
             raise Problem(409, "Conflict", "the password was changed meanwhile; try again")
         uow.tx.execute("UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = :u"
                        " AND family_id <> :f AND revoked_at IS NULL",
-                       u=user.user_id, f=user.session_id)
-    return None
+                       u=caller.user_id, f=caller.session_id)
 
 
-@endpoint("/auth")
-def accounts(request: flask.Request) -> flask.Response:
-    return api.dispatch(request)
+accounts = api.function("/auth")
 

@@ -24,11 +24,11 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import flask
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, ConfigDict, Field
 
 from shared.adapters import search
-from shared.edge.api import Api, Problem, Request, endpoint
+from shared.edge.api import Api, Problem, Query
+from shared.edge.roles import ADMINS
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -105,17 +105,16 @@ def summary(es: Elasticsearch | Cluster, course_id: uuid.UUID | None = None,
     }
 
 
-class SummaryQuery(BaseModel):
+class SummaryQuery(Query):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     course_id: uuid.UUID | None = None
     start: AwareDatetime | None = Field(None, alias="from")
     end: AwareDatetime | None = Field(None, alias="to")
 
 
-@api.route("GET", "/analytics/summary", query=SummaryQuery, roles={"admin"}, errors=(503,))
-def get_summary(request: Request) -> object:
+@api.route("GET", "/analytics/summary", roles=ADMINS, errors=(503,))
+def get_summary(query: SummaryQuery) -> dict[str, Any]:
     """Event counts, bookings by final status, revenue, conversion and expiry, per course."""
-    query: SummaryQuery = request.query
     try:
         return summary(search.cluster(), query.course_id, query.start, query.end)
     except Exception as exc:
@@ -123,6 +122,4 @@ def get_summary(request: Request) -> object:
                       f"{type(exc).__name__}") from exc
 
 
-@endpoint("/analytics")
-def analytics(request: flask.Request) -> flask.Response:
-    return api.dispatch(request)
+analytics = api.function("/analytics")

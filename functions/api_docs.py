@@ -1,12 +1,13 @@
-"""The HTTP function behind /openapi.json, and the command that writes the committed copy.
+"""The HTTP function behind /openapi.json and its reference page at /docs
+(shared.edge.api_page), and the command that writes the committed copy.
 
     python -m functions.api_docs           # exit 1 when functions/openapi.json is stale
     python -m functions.api_docs --write
 
 The function serves the committed copy, which the suite keeps equal to the
 document rendered from the routes (tests/unit/test_config_and_docs.py):
-rendering it imports every HTTP function's module (about 0.1 s of CPU), which
-a cold start should not pay for a file the image already holds.
+rendering it imports every HTTP function's module, which a cold start should
+not pay for a file the image already holds.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import flask
 
+from shared.edge import api_page
 from shared.edge.api import Api, Problem, endpoint
 from shared.runtime.routing import ENDPOINTS, load
 
@@ -74,11 +76,13 @@ def spec() -> dict[str, Any]:
     return result
 
 
-@endpoint("/openapi.json")
+@endpoint("/openapi.json", api_page.PAGE)
 def api_docs(request: flask.Request) -> flask.Response:
     if request.method not in {"GET", "HEAD"}:
         return Problem(405, "Method Not Allowed", "use GET, HEAD",
                        headers={"Allow": "GET, HEAD"}).response()
+    if request.path != "/openapi.json":
+        return api_page.serve(request)
     return flask.Response(served(), 200, mimetype="application/json")
 
 

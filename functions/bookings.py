@@ -7,38 +7,42 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 import flask
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.adapters import stripe_provider
+from shared.domain import bookings as booking_machine
 from shared.domain import holds, payments, timeline
+from shared.domain.bookings import CANCELLABLE, TERMINAL, BookingStatus
 from shared.domain.events import BookingCancelled, BookingRequested, PaymentSucceeded
+from shared.domain.machines import literal_of
+from shared.domain.payments import PaymentStatus
 from shared.edge import idempotency, limits
 from shared.edge.api import (
     Api,
+    Caller,
     Page,
     PageQuery,
-    Principal,
     Problem,
-    Request,
+    Query,
+    Reply,
     conflict,
-    endpoint,
     equal_to,
     not_found,
     page_of,
     select_page,
 )
+from shared.edge.roles import SIGNED_IN, Role
 from shared.runtime import changes, tracing
 from shared.runtime.bootstrap import runtime
 from shared.runtime.config import Settings
 from shared.runtime.db import Row
-from shared.runtime.reactions import UnitOfWork, unit_of_work
+from shared.runtime.unit_of_work import UnitOfWork, unit_of_work
 
 api = Api()
 SOURCE = "/marketplace/functions/bookings"
-ANYONE_SIGNED_IN = {"user", "author", "admin"}
 
 
 class NewBooking(BaseModel):
@@ -53,8 +57,15 @@ class Payment(BaseModel):
         " client_secret at the provider")
 
 
-Status = Literal["PENDING", "AWAITING_PAYMENT", "CONFIRMED", "REJECTED", "CANCELLED", "EXPIRED"]
-FINAL: frozenset[str] = frozenset({"CONFIRMED", "REJECTED", "CANCELLED", "EXPIRED"})
+# The statuses' strings as a Literal: the API document shows it inline under each
+# field's title, as it would not an enum (a $ref), and a bad one's 422 names the strings.
+if TYPE_CHECKING:
+    Status: TypeAlias = BookingStatus
+    PaymentAnswer: TypeAlias = PaymentStatus
+else:
+    Status = literal_of(BookingStatus)
+    PaymentAnswer = literal_of((PaymentStatus.REQUIRES_PAYMENT, PaymentStatus.PROCESSING,
+                                PaymentStatus.SUCCEEDED))
 DEFAULT_WAIT_SECONDS = 10
 
 
@@ -80,13 +91,13 @@ class Accepted(BaseModel):
 class PaymentAccepted(BaseModel):
     booking_id: uuid.UUID
     payment_id: uuid.UUID
-    status: Literal["REQUIRES_PAYMENT", "PROCESSING", "SUCCEEDED"]
+    status: PaymentAnswer
     provider: Literal["stripe", "none"]
     provider_payment_id: str | None
     client_secret: str | None
 
 
-class WaitQuery(BaseModel):
+class WaitQuery(Query):
     """A long-poll instead of a polling loop: answer once the booking is in `wait_for`."""
 
     # `timeout` without `wait_for` is a 422 (get_booking): the document says so too.
@@ -109,36 +120,33 @@ def booking_view(row: Row) -> dict[str, Any]:
     return Booking.model_validate(row).model_dump(mode="json")
 
 
-def own_booking(uow: UnitOfWork, booking_id: uuid.UUID, who: Principal, lock: str = "") -> Row:
+def own_booking(uow: UnitOfWork, booking_id: uuid.UUID, who: Caller, lock: str = "") -> Row:
     """The booking, if the caller may see it; someone else's is a 404 so ids leak nothing."""
     row = uow.tx.one(f"SELECT * FROM bookings WHERE booking_id = :b {lock}", b=booking_id)
-    if row is None or (who.role != "admin" and row["user_id"] != who.user_id):
+    if row is None or (who.role != Role.ADMIN and row["user_id"] != who.user_id):
         raise not_found("booking")
     return row
 
 
-@api.route("POST", "/bookings", body=NewBooking, roles=ANYONE_SIGNED_IN, response=Accepted,
-           status=202, errors=(409, 422, 429))
-def request_booking(request: Request) -> object:
+@api.route("POST", "/bookings", roles=SIGNED_IN, status=202, errors=(409, 422, 429))
+def request_booking(body: NewBooking, caller: Caller, raw: flask.Request) -> Reply[Accepted]:
     """Ask for a ticket; the answer comes as the booking's status (Idempotency-Key honoured).
 
     At most `BOOKINGS_PER_USER_PER_COURSE` live bookings per user and course
     (a 409 naming the one in progress), rate-limited per user and address, and
     only for a course that exists and is on sale.
     """
-    body: NewBooking = request.body
-    user = request.user
     rt = runtime()
-    limits.check(rt.redis, rt.settings, "BOOKINGS_PER_USER", str(user.user_id))
+    limits.check(rt.redis, rt.settings, "BOOKINGS_PER_USER", str(caller.user_id))
     limits.check(rt.redis, rt.settings, "BOOKINGS_PER_ADDRESS",
-                 limits.client_address(request.raw, rt.settings))
-    key = idempotency.key_of(request.raw)
+                 limits.client_address(raw, rt.settings))
+    key = idempotency.key_of(raw)
     booking_id = uuid.uuid4()
-    answer = {"booking_id": str(booking_id), "status": "PENDING"}
+    answer = {"booking_id": str(booking_id), "status": BookingStatus.PENDING.value}
     with unit_of_work(SOURCE) as uow:
         if key is not None:
             # A concurrent retry with the same key waits here until this one commits.
-            first = idempotency.claim(uow.tx, user.user_id, key,
+            first = idempotency.claim(uow.tx, caller.user_id, key,
                                       idempotency.fingerprint(body.model_dump(mode="json")),
                                       (202, answer))
             if first is not None:
@@ -149,16 +157,13 @@ def request_booking(request: Request) -> object:
                           [{"field": "course_id", "message": "no course has this id"}])
         if course["status"] != "ACTIVE":
             raise conflict("the course is not on sale")
-        _take_slot(uow, user.user_id, body.course_id, booking_id, rt.settings)
-        row = uow.tx.one(
-            "INSERT INTO bookings (booking_id, course_id, user_id, trace_context)"
-            " VALUES (:b, :c, :u, :t) RETURNING created_at",
-            b=booking_id, c=body.course_id, u=user.user_id,
-            t=tracing.current_traceparent() or None,  # the whole saga continues this trace
+        _take_slot(uow, caller.user_id, body.course_id, booking_id, rt.settings)
+        booking = booking_machine.request(
+            uow.tx, booking_id, body.course_id, caller.user_id,
+            tracing.current_traceparent() or None,  # the whole saga continues this trace
         )
-        assert row is not None
-        uow.emit(BookingRequested(booking_id=booking_id, user_id=user.user_id,
-                                  course_id=body.course_id, requested_at=row["created_at"]))
+        uow.emit(BookingRequested(booking_id=booking_id, user_id=caller.user_id,
+                                  course_id=body.course_id, requested_at=booking.created_at))
     return answer
 
 
@@ -190,17 +195,15 @@ def _take_slot(uow: UnitOfWork, user_id: uuid.UUID, course_id: uuid.UUID,
                   extensions={"booking_id": str(live)})
 
 
-@api.route("GET", "/bookings", query=BookingQuery, roles=ANYONE_SIGNED_IN, response=Page)
-def list_bookings(request: Request) -> object:
+@api.route("GET", "/bookings", roles=SIGNED_IN)
+def list_bookings(query: BookingQuery, caller: Caller) -> Page:
     """The caller's bookings; an admin sees everyone's and may filter by user."""
-    query: BookingQuery = request.query
-    user = request.user
     where, params = [], dict[str, Any]()
-    if user.role != "admin":
-        if query.user_id is not None and query.user_id != user.user_id:
+    if caller.role != Role.ADMIN:
+        if query.user_id is not None and query.user_id != caller.user_id:
             raise Problem(403, "Forbidden", "only an admin may list other users' bookings")
         where.append("user_id = :me")
-        params["me"] = user.user_id
+        params["me"] = caller.user_id
     equal_to(where, params, status=query.status, course_id=query.course_id,
              user_id=query.user_id)
     with unit_of_work(SOURCE) as uow:
@@ -209,46 +212,43 @@ def list_bookings(request: Request) -> object:
     return page_of([booking_view(r) for r in rows], query, total)
 
 
-@api.route("GET", "/bookings/<uuid:booking_id>", query=WaitQuery, roles=ANYONE_SIGNED_IN,
-           response=Booking, errors=(404,))
-def get_booking(request: Request) -> object:
+@api.route("GET", "/bookings/<uuid:booking_id>", roles=SIGNED_IN, errors=(404,))
+def get_booking(booking_id: uuid.UUID, query: WaitQuery, caller: Caller) -> Reply[Booking]:
     """One booking, the caller's own (or any, for an admin); `wait_for` waits for a status.
 
     The wait holds no database connection: each read is a short transaction,
     made again when the booking's change is announced (`shared.runtime.changes`) and
     at least every second, in case an announcement was lost.
     """
-    query: WaitQuery = request.query
-    booking_id: uuid.UUID = request.params["booking_id"]
     if query.wait_for is None and "timeout" in query.model_fields_set:
         raise Problem(422, "Validation Failed", "timeout only applies with wait_for",
                       [{"field": "wait_for", "message": "required when timeout is given"}])
 
     def read() -> dict[str, Any]:
         with unit_of_work(SOURCE) as uow:
-            return booking_view(own_booking(uow, booking_id, request.user))
+            return booking_view(own_booking(uow, booking_id, caller))
 
     wanted = query.wait_for
     if wanted is None:
         return read()
     listener = changes.listener(runtime().settings.redis_url)
     return changes.wait_until(listener, str(booking_id), read,
-                              lambda b: b["status"] == wanted or b["status"] in FINAL,
+                              lambda b: b["status"] == wanted or b["status"] in TERMINAL,
                               query.timeout)
 
 
-@api.route("GET", "/bookings/<uuid:booking_id>/timeline", roles=ANYONE_SIGNED_IN,
-           response=timeline.Timeline, errors=(404,))
-def booking_timeline(request: Request) -> object:
+@api.route("GET", "/bookings/<uuid:booking_id>/timeline", roles=SIGNED_IN, errors=(404,))
+def booking_timeline(booking_id: uuid.UUID, caller: Caller) -> timeline.Timeline:
     """The booking's saga: every event, who emitted and handled it and when, what was sent."""
     with unit_of_work(SOURCE) as uow:
-        booking = own_booking(uow, request.params["booking_id"], request.user)
+        booking = own_booking(uow, booking_id, caller)
         return timeline.read(uow.tx, booking)
 
 
-@api.route("POST", "/bookings/<uuid:booking_id>/payment", body=Payment, roles=ANYONE_SIGNED_IN,
-           response=PaymentAccepted, status=202, errors=(400, 404, 409, 422, 503))
-def pay(request: Request) -> object:
+@api.route("POST", "/bookings/<uuid:booking_id>/payment", roles=SIGNED_IN, status=202,
+           errors=(400, 404, 409, 422, 503))
+def pay(booking_id: uuid.UUID, body: Payment, caller: Caller, raw: flask.Request
+        ) -> Reply[PaymentAccepted]:
     """Pay for a booking awaiting payment: its PaymentIntent, confirmed with a card token if given.
 
     Without `payment_method` the answer's `client_secret` lets the client
@@ -256,64 +256,54 @@ def pay(request: Request) -> object:
     the provider's word (its webhook), never by this answer. Provider calls
     happen between short transactions, never inside one.
     """
-    body: Payment = request.body
-    booking_id: uuid.UUID = request.params["booking_id"]
-    user = request.user
-    key = idempotency.key_of(request.raw)
+    key = idempotency.key_of(raw)
     print_ = idempotency.fingerprint("pay", str(booking_id), body.model_dump(mode="json"))
     if key is not None:
         with unit_of_work(SOURCE) as uow:
-            first = idempotency.first_answer(uow.tx, user.user_id, key, print_)
+            first = idempotency.first_answer(uow.tx, caller.user_id, key, print_)
         if first is not None:
             return first
-    answer = _pay(booking_id, user, body.payment_method)
+    answer = _pay(booking_id, caller, body.payment_method)
     if key is not None:
         with unit_of_work(SOURCE) as uow:
-            first = idempotency.claim(uow.tx, user.user_id, key, print_, (202, answer))
+            first = idempotency.claim(uow.tx, caller.user_id, key, print_, (202, answer))
         if first is not None:
             return first
     return answer
 
 
-def _pay(booking_id: uuid.UUID, user: Principal, method: str | None) -> dict[str, Any]:
+def _pay(booking_id: uuid.UUID, user: Caller, method: str | None) -> dict[str, Any]:
     with unit_of_work(SOURCE) as uow:
         booking = own_booking(uow, booking_id, user, "FOR SHARE")
         tracing.adopt(booking["trace_context"])  # paying is part of the booking's trace
         if booking["user_id"] != user.user_id:
             raise not_found("booking")  # an admin may read it, only its user pays it
-        if booking["status"] != "AWAITING_PAYMENT" or booking["hold_expires_at"] <= uow.now:
+        if (booking["status"] != BookingStatus.AWAITING_PAYMENT
+                or booking["hold_expires_at"] <= uow.now):
             raise conflict(f"the booking is {booking['status']}, not awaiting payment")
         payment = payments.open_payment_row(uow.tx, booking_id)
-        if payment is None or payment["status"] != "REQUIRES_PAYMENT":
+        if payment is None or payment.status is not PaymentStatus.REQUIRES_PAYMENT:
             raise conflict("this booking's payment was already made or closed")
-        if payment["amount_cents"] == 0:  # free: nothing for a provider to take
-            uow.tx.execute("UPDATE payments SET status = 'SUCCEEDED', provider = :none,"
-                           " charge_id = :free, updated_at = now() WHERE payment_id = :p",
-                           none=payments.FREE_PROVIDER, free=payments.FREE_CHARGE_ID,
-                           p=payment["payment_id"])
-            uow.emit(PaymentSucceeded(payment_id=payment["payment_id"], booking_id=booking_id,
-                                      amount_cents=0, currency=payment["currency"],
+        if payment.amount_cents == 0:  # free: nothing for a provider to take
+            payments.succeed_free(uow.tx, payment.payment_id)
+            uow.emit(PaymentSucceeded(payment_id=payment.payment_id, booking_id=booking_id,
+                                      amount_cents=0, currency=payment.currency,
                                       charge_id=payments.FREE_CHARGE_ID))
-            return _payment_answer(payment, "SUCCEEDED", payments.FREE_PROVIDER)
+            return _payment_answer(payment, PaymentStatus.SUCCEEDED, payments.FREE_PROVIDER)
     provider = runtime().provider
-    if payment["provider_payment_id"] is None:
-        intent = provider.create_intent(str(payment["payment_id"]), str(booking_id),
-                                        payment["amount_cents"], payment["currency"])
+    if payment.provider_payment_id is None:
+        intent = provider.create_intent(str(payment.payment_id), str(booking_id),
+                                        payment.amount_cents, payment.currency)
         with unit_of_work(SOURCE) as uow:
-            stored = uow.tx.one(
-                "UPDATE payments SET provider = :prov, provider_payment_id = :i,"
-                " client_secret = :s, updated_at = now()"
-                " WHERE payment_id = :p AND provider_payment_id IS NULL RETURNING *",
-                prov=stripe_provider.PROVIDER, i=intent.id, s=intent.client_secret,
-                p=payment["payment_id"])
             # A concurrent payment of the same booking stored its intent first: use that one.
-            payment = stored or uow.tx.one("SELECT * FROM payments WHERE payment_id = :p",
-                                           p=payment["payment_id"])
-            assert payment is not None
-    status = "REQUIRES_PAYMENT"
+            payment = payments.store_intent(uow.tx, payment, stripe_provider.PROVIDER, intent.id,
+                                            intent.client_secret)
+    intent_id = payment.provider_payment_id
+    assert intent_id is not None
+    status = PaymentStatus.REQUIRES_PAYMENT
     if method is not None:
         try:
-            provider.confirm(payment["provider_payment_id"], method)
+            provider.confirm(intent_id, method)
         except stripe_provider.UnknownPaymentMethod as exc:
             raise Problem(400, "Bad Request", "the payment provider does not know this method",
                           [{"field": "payment_method", "message": "unknown payment method"}]
@@ -321,45 +311,39 @@ def _pay(booking_id: uuid.UUID, user: Principal, method: str | None) -> dict[str
         except stripe_provider.ProviderRefused as exc:
             raise conflict("this booking's payment can no longer be made") from exc
         with unit_of_work(SOURCE) as uow:  # forward only: the webhook may have been faster
-            uow.tx.execute("UPDATE payments SET status = 'PROCESSING', payment_method = :m,"
-                           " updated_at = now() WHERE payment_id = :p"
-                           " AND status = 'REQUIRES_PAYMENT'", m=method,
-                           p=payment["payment_id"])
-        status = "PROCESSING"
+            payments.start_processing(uow.tx, payment.payment_id, method)
+        status = PaymentStatus.PROCESSING
     return _payment_answer(payment, status, stripe_provider.PROVIDER)
 
 
-def _payment_answer(payment: Row, status: str, provider: str) -> dict[str, Any]:
-    return {"booking_id": str(payment["booking_id"]), "payment_id": str(payment["payment_id"]),
-            "status": status, "provider": provider,
-            "provider_payment_id": payment["provider_payment_id"],
-            "client_secret": payment["client_secret"]}
+def _payment_answer(payment: payments.Payment, status: PaymentStatus, provider: str
+                    ) -> dict[str, Any]:
+    return {"booking_id": str(payment.booking_id), "payment_id": str(payment.payment_id),
+            "status": status.value, "provider": provider,
+            "provider_payment_id": payment.provider_payment_id,
+            "client_secret": payment.client_secret}
 
 
-@api.route("POST", "/bookings/<uuid:booking_id>/cancel", roles=ANYONE_SIGNED_IN,
-           response=Accepted, status=202, errors=(404, 409, 422))
-def cancel(request: Request) -> object:
+@api.route("POST", "/bookings/<uuid:booking_id>/cancel", roles=SIGNED_IN, status=202,
+           errors=(404, 409, 422))
+def cancel(booking_id: uuid.UUID, caller: Caller, raw: flask.Request) -> Reply[Accepted]:
     """Cancel a booking that is pending or awaiting payment; its ticket goes back on sale."""
-    booking_id: uuid.UUID = request.params["booking_id"]
-    key = idempotency.key_of(request.raw)
-    answer = {"booking_id": str(booking_id), "status": "CANCELLED"}
+    key = idempotency.key_of(raw)
+    answer = {"booking_id": str(booking_id), "status": BookingStatus.CANCELLED.value}
     with unit_of_work(SOURCE) as uow:
         if key is not None:
-            first = idempotency.claim(uow.tx, request.user.user_id, key,
+            first = idempotency.claim(uow.tx, caller.user_id, key,
                                       idempotency.fingerprint("cancel", str(booking_id)),
                                       (202, answer))
             if first is not None:
                 return first
-        booking = own_booking(uow, booking_id, request.user, "FOR UPDATE")
+        booking = own_booking(uow, booking_id, caller, "FOR UPDATE")
         tracing.adopt(booking["trace_context"])  # so is cancelling
-        if booking["status"] not in {"PENDING", "AWAITING_PAYMENT"}:
+        if booking["status"] not in CANCELLABLE:
             raise conflict(f"the booking is {booking['status']} and can no longer be cancelled")
         holds.close_hold(uow.redis, booking["booking_id"], booking["hold_expires_at"],
                          booking["trace_context"])
-        uow.tx.execute(
-            "UPDATE bookings SET status = 'CANCELLED', reason = 'user_cancelled',"
-            " updated_at = now() WHERE booking_id = :b", b=booking["booking_id"],
-        )
+        booking_machine.cancel(uow.tx, booking["booking_id"], "user_cancelled")
         uow.emit(BookingCancelled(
             booking_id=booking["booking_id"], user_id=booking["user_id"],
             course_id=booking["course_id"], ticket_id=booking["ticket_id"],
@@ -368,6 +352,4 @@ def cancel(request: Request) -> object:
     return answer
 
 
-@endpoint("/bookings")
-def bookings(request: flask.Request) -> flask.Response:
-    return api.dispatch(request)
+bookings = api.function("/bookings")

@@ -15,9 +15,11 @@ from typing import Any
 
 from shared.domain import payments
 from shared.domain.events import BookingCancelled, BookingExpired
+from shared.domain.payments import PaymentStatus
 from shared.runtime.bootstrap import Runtime
 from shared.runtime.envelope import Envelope
-from shared.runtime.reactions import UnitOfWork, effect, handle, source_of, unit_of_work
+from shared.runtime.reactions import effect, handle, source_of
+from shared.runtime.unit_of_work import UnitOfWork, unit_of_work
 
 TARGET = "cancel_open_payment"
 
@@ -26,15 +28,11 @@ TARGET = "cancel_open_payment"
 def cancel_open_payment(envelope: Envelope[Any], rt: Runtime) -> None:
     event: BookingCancelled | BookingExpired = envelope.data
     with unit_of_work(source_of(TARGET), rt) as uow:
-        uow.tx.execute(
-            "UPDATE payments SET status = 'CANCELLED', updated_at = now()"
-            " WHERE booking_id = :b AND status IN ('REQUIRES_PAYMENT', 'PROCESSING')",
-            b=event.booking_id)
-        payment = uow.tx.one("SELECT * FROM payments WHERE booking_id = :b", b=event.booking_id)
+        payment = payments.close_open(uow.tx, event.booking_id)
     word = None
-    if (payment is not None and payment["status"] == "CANCELLED"
-            and payment["provider_payment_id"] and payment["intent_cancelled_at"] is None):
-        word = payments.word_of(rt.provider.cancel(payment["provider_payment_id"]))
+    if (payment is not None and payment.status is PaymentStatus.CANCELLED
+            and payment.provider_payment_id and payment.intent_cancelled_at is None):
+        word = payments.word_of(rt.provider.cancel(payment.provider_payment_id))
 
     def apply(uow: UnitOfWork) -> None:
         if word is not None:

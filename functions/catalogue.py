@@ -14,7 +14,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-import flask
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -26,29 +25,30 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from shared.domain import tickets
 from shared.domain.currencies import CODES, ISO_4217
 from shared.domain.events import CourseDeactivated, CoursePublished
+from shared.domain.tickets import TicketStatus
 from shared.edge.api import (
     Api,
+    Caller,
     Omittable,
     Page,
     PageQuery,
-    Principal,
     Problem,
-    Request,
+    Reply,
     conflict,
-    endpoint,
     not_found,
     page_of,
     select_page,
     sort_clause,
 )
+from shared.edge.roles import AUTHORS, Role
 from shared.runtime.db import Row, Tx
-from shared.runtime.reactions import UnitOfWork, unit_of_work
+from shared.runtime.unit_of_work import UnitOfWork, unit_of_work
 
 api = Api()
 SOURCE = "/marketplace/functions/catalogue"
-AUTHORS = {"author", "admin"}
 
 BIGINT_MAX = 2**63 - 1  # courses.price_cents is a bigint
 
@@ -148,9 +148,9 @@ def _counts(tx: Tx, course_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, in
 def _view(course: Row, counts: dict[str, int]) -> Course:
     return Course.model_validate({
         **course,
-        "available": counts.get("AVAILABLE", 0),
-        "reserved": counts.get("RESERVED", 0),
-        "sold": counts.get("SOLD", 0),
+        "available": counts.get(TicketStatus.AVAILABLE, 0),
+        "reserved": counts.get(TicketStatus.RESERVED, 0),
+        "sold": counts.get(TicketStatus.SOLD, 0),
     })
 
 
@@ -170,11 +170,7 @@ def create_course(uow: UnitOfWork, author_id: uuid.UUID, body: NewCourse) -> dic
         p=body.price_cents, cur=body.currency, s=body.starts_at, cap=body.capacity,
     )
     assert course is not None
-    uow.tx.execute(
-        "INSERT INTO tickets (ticket_id, course_id)"
-        " SELECT gen_random_uuid(), :c FROM generate_series(1, :n)",
-        c=course_id, n=body.capacity,
-    )
+    tickets.issue(uow.tx, course_id, body.capacity)
     uow.emit(CoursePublished(
         course_id=course_id, author_id=author_id, title=body.title,
         price_cents=body.price_cents, currency=body.currency, starts_at=body.starts_at,
@@ -183,27 +179,26 @@ def create_course(uow: UnitOfWork, author_id: uuid.UUID, body: NewCourse) -> dic
     return course_view(uow.tx, course)
 
 
-def _own_course(uow: UnitOfWork, course_id: uuid.UUID, who: Principal) -> Row:
+def _own_course(uow: UnitOfWork, course_id: uuid.UUID, who: Caller) -> Row:
     """The course, locked, if the caller is its author or an admin."""
     course = uow.tx.one("SELECT * FROM courses WHERE course_id = :c FOR UPDATE", c=course_id)
     if course is None:
         raise not_found("course")
-    if who.role != "admin" and course["author_id"] != who.user_id:
+    if who.role != Role.ADMIN and course["author_id"] != who.user_id:
         raise Problem(403, "Forbidden", "only the course's author or an admin may change it")
     return course
 
 
-@api.route("POST", "/courses", body=NewCourse, roles=AUTHORS, response=Course, status=201)
-def publish_course(request: Request) -> object:
+@api.route("POST", "/courses", roles=AUTHORS, status=201)
+def publish_course(body: NewCourse, caller: Caller) -> Reply[Course]:
     """Publish a course with `capacity` tickets."""
     with unit_of_work(SOURCE) as uow:
-        return create_course(uow, request.user.user_id, request.body)
+        return create_course(uow, caller.user_id, body)
 
 
-@api.route("GET", "/courses", query=CourseQuery, response=Page)
-def list_courses(request: Request) -> object:
+@api.route("GET", "/courses")
+def list_courses(query: CourseQuery) -> Page:
     """Courses, searched by text in title and description, filtered, sorted and paged."""
-    query: CourseQuery = request.query
     where, params = [], dict[str, Any]()
     if query.q:
         escaped = query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -226,25 +221,22 @@ def list_courses(request: Request) -> object:
     return page_of(items, query, total)
 
 
-@api.route("GET", "/courses/<uuid:course_id>", response=Course, errors=(404,))
-def get_course(request: Request) -> object:
+@api.route("GET", "/courses/<uuid:course_id>", errors=(404,))
+def get_course(course_id: uuid.UUID) -> Reply[Course]:
     """One course with its ticket counts."""
     with unit_of_work(SOURCE) as uow:
-        course = uow.tx.one("SELECT * FROM courses WHERE course_id = :c",
-                            c=request.params["course_id"])
+        course = uow.tx.one("SELECT * FROM courses WHERE course_id = :c", c=course_id)
         if course is None:
             raise not_found("course")
         return course_view(uow.tx, course)
 
 
-@api.route("PATCH", "/courses/<uuid:course_id>", body=CourseChange, roles=AUTHORS,
-           response=Course, errors=(403, 404))
-def change_course(request: Request) -> object:
+@api.route("PATCH", "/courses/<uuid:course_id>", roles=AUTHORS, errors=(403, 404))
+def change_course(course_id: uuid.UUID, body: CourseChange, caller: Caller) -> Reply[Course]:
     """Change a course's details; a new price applies to tickets reserved from now on."""
-    body: CourseChange = request.body
     changes = {name: getattr(body, name) for name in body.model_fields_set}  # never null
     with unit_of_work(SOURCE) as uow:
-        course = _own_course(uow, request.params["course_id"], request.user)
+        course = _own_course(uow, course_id, caller)
         if changes:
             sets = ", ".join(f"{name} = :{name}" for name in changes)
             course = uow.tx.one(f"UPDATE courses SET {sets}, updated_at = now()"
@@ -253,12 +245,12 @@ def change_course(request: Request) -> object:
         return course_view(uow.tx, course)
 
 
-@api.route("POST", "/courses/<uuid:course_id>/deactivate", roles=AUTHORS, response=Course,
+@api.route("POST", "/courses/<uuid:course_id>/deactivate", roles=AUTHORS,
            errors=(403, 404, 409))
-def deactivate_course(request: Request) -> object:
+def deactivate_course(course_id: uuid.UUID, caller: Caller) -> Reply[Course]:
     """Stop selling a course; bookings requested from now on are rejected."""
     with unit_of_work(SOURCE) as uow:
-        course = _own_course(uow, request.params["course_id"], request.user)
+        course = _own_course(uow, course_id, caller)
         if course["status"] != "ACTIVE":
             raise conflict("the course is not active")
         course = uow.tx.one("UPDATE courses SET status = 'INACTIVE', updated_at = now()"
@@ -267,6 +259,4 @@ def deactivate_course(request: Request) -> object:
         return course_view(uow.tx, course)
 
 
-@endpoint("/courses")
-def catalogue(request: flask.Request) -> flask.Response:
-    return api.dispatch(request)
+catalogue = api.function("/courses")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from shared.domain.events import UserRegistered
-from shared.runtime.reactions import Emitted, UnitOfWork, reaction
+from shared.runtime.reactions import reaction
+from shared.runtime.unit_of_work import Emitted, UnitOfWork
 
 
 @reaction(UserRegistered)

@@ -20,7 +20,6 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import flask
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -34,22 +33,21 @@ from pydantic import (
 from shared.domain import dead_letters as letters
 from shared.edge.api import (
     Api,
+    Caller,
     Omittable,
     Page,
     PageQuery,
-    Request,
-    endpoint,
     equal_to,
     page_of,
     select_page,
 )
+from shared.edge.roles import ADMINS
 from shared.runtime.db import Row, Tx
-from shared.runtime.reactions import unit_of_work
 from shared.runtime.routing import Reaction, load
+from shared.runtime.unit_of_work import unit_of_work
 
 api = Api()
 SOURCE = "/marketplace/functions/dead-letters"
-ADMIN = {"admin"}
 REDRIVE_BATCH = 100  # deliveries are one at a time: a bigger backlog takes several calls
 
 FunctionName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
@@ -135,10 +133,9 @@ def dead_letter_view(row: Row) -> dict[str, Any]:
          "recorded_destination": row["destination"]}).model_dump(mode="json")
 
 
-@api.route("GET", "/admin/dead-letters", query=DeadLetterQuery, roles=ADMIN, response=Page)
-def list_dead_letters(request: Request) -> object:
+@api.route("GET", "/admin/dead-letters", roles=ADMINS)
+def list_dead_letters(query: DeadLetterQuery) -> Page:
     """The dead letters, last failed first: where each failed, why, and what was done about it."""
-    query: DeadLetterQuery = request.query
     where: list[str] = []
     params: dict[str, Any] = {}
     equal_to(where, params, function=query.function, event_type=query.type,
@@ -170,11 +167,9 @@ def _deliver(row: Row, reactions: list[Reaction], template: str | None) -> lette
     return letters.redeliver(row, url)
 
 
-@api.route("POST", "/admin/dead-letters/redrive", body=RedriveFilter, roles=ADMIN,
-           response=RedriveResult, status=202)
-def redrive(request: Request) -> object:
+@api.route("POST", "/admin/dead-letters/redrive", roles=ADMINS, status=202)
+def redrive(chosen: RedriveFilter, caller: Caller) -> RedriveResult:
     """Re-deliver the chosen dead letters, each to the function it failed in."""
-    chosen: RedriveFilter = request.body
     where, params = _chosen(chosen)
     with unit_of_work(SOURCE) as uow:
         rows = uow.tx.all(
@@ -186,12 +181,12 @@ def redrive(request: Request) -> object:
     redrive_id = uuid.uuid4()
     with unit_of_work(SOURCE) as uow:
         for row, delivery in outcomes:
-            _record_outcome(uow.tx, row, delivery, request.user.user_id)
+            _record_outcome(uow.tx, row, delivery, caller.user_id)
         delivered = sum(1 for _, d in outcomes if d.accepted)
         uow.tx.execute(
             "INSERT INTO redrives (redrive_id, requested_by, filter, dead_letter_ids, delivered,"
             " failed) VALUES (:r, :u, CAST(:f AS jsonb), CAST(:ids AS uuid[]), :d, :x)",
-            r=redrive_id, u=request.user.user_id,
+            r=redrive_id, u=caller.user_id,
             f=json.dumps(chosen.model_dump(exclude_defaults=True)),
             ids=[str(row["dead_letter_id"]) for row, _ in outcomes], d=delivered,
             x=len(outcomes) - delivered)
@@ -220,6 +215,4 @@ def _record_outcome(tx: Tx, row: Row, delivery: letters.Delivery, by: uuid.UUID)
         u=by, c=delivery.code, r=delivery.answer or "(no answer body)", id=row["dead_letter_id"])
 
 
-@endpoint("/admin/dead-letters")
-def dead_letters(request: flask.Request) -> flask.Response:
-    return api.dispatch(request)
+dead_letters = api.function("/admin/dead-letters")

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-import flask
 from pydantic import BaseModel
 
-from shared.edge.api import Api, Problem, Request, endpoint
+from shared.edge.api import Api, Problem
 from shared.runtime import metrics
 from shared.runtime.bootstrap import runtime
 from shared.runtime.gauges import SystemGauges
@@ -67,8 +66,8 @@ def still_starting() -> list[str]:
         return ["the local stack"]
 
 
-@api.route("GET", "/healthz", response=Health, errors=(503,))
-def healthz(request: Request) -> object:
+@api.route("GET", "/healthz", errors=(503,))
+def healthz() -> Health:
     """Each backing service `up`, `down: why` or `not_configured`; 503 until all is usable."""
     starting = still_starting()
     rt = runtime()
@@ -99,6 +98,4 @@ def healthz(request: Request) -> object:
     return Health(status="ok", components=components)
 
 
-@endpoint("/healthz")
-def health(request: flask.Request) -> flask.Response:
-    return api.dispatch(request)
+health = api.function("/healthz")

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import flask
-
-from shared.edge.api import Api, Page, PageQuery, Request, endpoint, page_of, select_page
+from shared.edge.api import Api, Caller, Page, PageQuery, page_of, select_page
+from shared.edge.roles import SIGNED_IN
 from shared.runtime.db import Row
-from shared.runtime.reactions import unit_of_work
+from shared.runtime.unit_of_work import unit_of_work
 
 api = Api()
 SOURCE = "/marketplace/functions/my-notifications"
@@ -36,18 +35,14 @@ def notification_view(row: Row) -> dict[str, Any]:
     }
 
 
-@api.route("GET", "/users/me/notifications", query=PageQuery, roles={"user", "author", "admin"},
-           response=Page)
-def list_mine(request: Request) -> object:
+@api.route("GET", "/users/me/notifications", roles=SIGNED_IN)
+def list_mine(query: PageQuery, caller: Caller) -> Page:
     """The notifications sent (or tried) to the caller, newest first."""
-    query: PageQuery = request.query
     with unit_of_work(SOURCE) as uow:
         rows, total = select_page(uow.tx, "notifications", ["user_id = :u"],
-                                  {"u": request.user.user_id},
+                                  {"u": caller.user_id},
                                   "created_at DESC, notification_id", query)
     return page_of([notification_view(r) for r in rows], query, total)
 
 
-@endpoint("/users/me/notifications")
-def my_notifications(request: flask.Request) -> flask.Response:
-    return api.dispatch(request)
+my_notifications = api.function("/users/me/notifications")

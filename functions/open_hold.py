@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-from shared.domain import holds
+from shared.domain import bookings, holds
 from shared.domain.events import PaymentRequested, TicketReserved
 from shared.domain.payments import payment_id_for
-from shared.runtime.reactions import Emitted, UnitOfWork, reaction
+from shared.runtime.reactions import reaction
+from shared.runtime.unit_of_work import Emitted, UnitOfWork
 
 
 @reaction(TicketReserved)
 def open_hold(event: TicketReserved, uow: UnitOfWork) -> Emitted:
     expires_at = holds.deadline(uow.now, uow.settings.hold_ttl_seconds)
-    opened = uow.tx.one(
-        "UPDATE bookings SET status = 'AWAITING_PAYMENT', hold_expires_at = :exp,"
-        " updated_at = now() WHERE booking_id = :b AND status = 'PENDING'"
-        " RETURNING trace_context",
-        exp=expires_at, b=event.booking_id,
-    )
+    opened = bookings.hold(uow.tx, event.booking_id, expires_at)
     if opened is None:
         return None  # cancelled meanwhile: its ticket is released on booking.cancelled
     # Set before commit: a key left by a rolled-back attempt names a deadline no
     # booking has, so its expiry is ignored.
-    holds.open_hold(uow.redis, event.booking_id, expires_at, uow.now, opened["trace_context"])
+    holds.open_hold(uow.redis, event.booking_id, expires_at, uow.now, opened.trace_context)
     return PaymentRequested(
         payment_id=payment_id_for(event.booking_id), booking_id=event.booking_id,
         user_id=event.user_id, amount_cents=event.amount_cents, currency=event.currency,

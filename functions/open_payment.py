@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from shared.domain.events import PaymentRequested
 from shared.domain.payments import open_payment_row
-from shared.runtime.reactions import Emitted, UnitOfWork, reaction
+from shared.runtime.reactions import reaction
+from shared.runtime.unit_of_work import Emitted, UnitOfWork
 
 
 @reaction(PaymentRequested)

@@ -21,9 +21,10 @@ import logging
 
 from shared.adapters.stripe_provider import ProviderRefused, ProviderUnavailable
 from shared.domain import payments
+from shared.domain.payments import Payment, PaymentStatus
 from shared.runtime.bootstrap import Runtime
-from shared.runtime.db import Row
-from shared.runtime.reactions import scheduled_effect, source_of, unit_of_work
+from shared.runtime.reactions import scheduled_effect, source_of
+from shared.runtime.unit_of_work import unit_of_work
 
 log = logging.getLogger("marketplace.reconcile")
 BATCH = 100
@@ -33,50 +34,42 @@ SOURCE = source_of("reconcile_payments")
 @scheduled_effect("* * * * *", every="payment_reconcile_interval_seconds")
 def reconcile_payments(rt: Runtime) -> None:
     with rt.db.transaction() as tx:
-        waiting = tx.all(
-            "UPDATE payments SET reconciled_at = now() WHERE payment_id IN ("
-            " SELECT payment_id FROM payments"
-            " WHERE (status IN ('PROCESSING', 'REFUNDING')"
-            "        OR (status = 'REQUIRES_PAYMENT' AND provider_payment_id IS NOT NULL)"
-            "        OR (status = 'CANCELLED' AND provider_payment_id IS NOT NULL"
-            "            AND intent_cancelled_at IS NULL))"
-            "   AND coalesce(reconciled_at, updated_at)"
-            "       < now() - make_interval(secs => :after)"
-            " ORDER BY updated_at LIMIT :n FOR UPDATE SKIP LOCKED) RETURNING *",
-            after=rt.settings.payment_reconcile_after_seconds, n=BATCH)
+        waiting = payments.due_for_reconciling(tx, rt.settings.payment_reconcile_after_seconds,
+                                               BATCH)
     for payment in waiting:
         try:
             reconcile(rt, payment)
         except ProviderUnavailable as exc:
             log.warning("the provider cannot say about payment %s now: %s",
-                        payment["payment_id"], exc)
+                        payment.payment_id, exc)
             return  # the rest next time
         except ProviderRefused as exc:  # it does not know the intent: a person must look
             log.error("the provider refused to say about payment %s: %s",
-                      payment["payment_id"], exc)
+                      payment.payment_id, exc)
 
 
-def reconcile(rt: Runtime, payment: Row) -> None:
+def reconcile(rt: Runtime, payment: Payment) -> None:
     """Bring one payment up to what the provider says."""
     provider = rt.provider
-    intent_id = payment["provider_payment_id"]
-    if payment["status"] == "REFUNDING":
+    if payment.status is PaymentStatus.REFUNDING:
         with rt.db.transaction() as tx:
-            claimed = payments.claim_refund(tx, payment["payment_id"])
+            claimed = payments.claim_refund(tx, payment.payment_id)
         if claimed is None:
             return  # refund_payment is asking right now
         refund = payments.ask_refund(provider, claimed)
         with unit_of_work(SOURCE, rt) as uow:
             booking = uow.tx.one("SELECT status FROM bookings WHERE booking_id = :b",
-                                 b=payment["booking_id"])
+                                 b=payment.booking_id)
             payments.record_refund(uow, payment, refund,
                                    payments.refund_reason(booking["status"] if booking else ""))
         return
-    if payment["status"] == "CANCELLED":
+    intent_id = payment.provider_payment_id
+    assert intent_id is not None  # only a payment with an intent is waiting for its word
+    if payment.status is PaymentStatus.CANCELLED:
         intent = provider.cancel(intent_id)
     else:
         intent = provider.retrieve(intent_id)
     with unit_of_work(SOURCE, rt) as uow:
         outcome = payments.apply_provider_word(uow, payments.word_of(intent))
     if outcome not in {"pending", "unchanged"}:
-        log.info("payment %s reconciled: %s", payment["payment_id"], outcome)
+        log.info("payment %s reconciled: %s", payment.payment_id, outcome)

@@ -18,8 +18,8 @@ import flask
 from shared.domain import dead_letters
 from shared.domain.events import DEAD_LETTER_TOPIC
 from shared.runtime.bootstrap import runtime
-from shared.runtime.reactions import with_db_retries
 from shared.runtime.taps import tap
+from shared.runtime.unit_of_work import with_db_retries
 
 log = logging.getLogger("marketplace.dead_letters")
 

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
+from shared.domain import bookings
 from shared.domain.events import BookingRejected, TicketUnavailable
-from shared.runtime.reactions import Emitted, UnitOfWork, reaction
+from shared.runtime.reactions import reaction
+from shared.runtime.unit_of_work import Emitted, UnitOfWork
 
 
 @reaction(TicketUnavailable)
 def reject_booking(event: TicketUnavailable, uow: UnitOfWork) -> Emitted:
-    rejected = uow.tx.execute(
-        "UPDATE bookings SET status = 'REJECTED', reason = :r, updated_at = now()"
-        " WHERE booking_id = :b AND status = 'PENDING'",
-        r=event.reason, b=event.booking_id,
-    )
-    if not rejected:
-        return None
+    if bookings.reject(uow.tx, event.booking_id, event.reason) is None:
+        return None  # cancelled meanwhile, or rejected by an earlier delivery
     return BookingRejected(
         booking_id=event.booking_id, user_id=event.user_id, course_id=event.course_id,
         reason=event.reason,

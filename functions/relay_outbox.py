@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from shared.runtime import outbox
-from shared.runtime.reactions import Emitted, UnitOfWork, scheduled
+from shared.runtime.reactions import scheduled
+from shared.runtime.unit_of_work import Emitted, UnitOfWork
 
 # Rows younger than this are still being published by the request that wrote them.
 GRACE_SECONDS = 2.0

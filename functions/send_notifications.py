@@ -35,7 +35,8 @@ from shared.domain.notifications import Message
 from shared.runtime.bootstrap import Runtime
 from shared.runtime.envelope import Envelope
 from shared.runtime.errors import TransientError
-from shared.runtime.reactions import effect, with_db_retries
+from shared.runtime.reactions import effect
+from shared.runtime.unit_of_work import with_db_retries
 
 log = logging.getLogger("marketplace.notify")
 LEASE_SECONDS = 20  # longer than one send may take with the SES client's timeouts

@@ -9,7 +9,8 @@ forged event posted to this function, or produced onto its topic, ends.
 
 from __future__ import annotations
 
-from shared.domain import holds, payments
+from shared.domain import bookings, holds, payments
+from shared.domain.bookings import BookingStatus
 from shared.domain.events import (
     BookingCancelled,
     BookingConfirmed,
@@ -17,18 +18,15 @@ from shared.domain.events import (
     PaymentRefundRequested,
     PaymentSucceeded,
 )
+from shared.domain.payments import PaymentStatus
 from shared.runtime.envelope import PoisonEvent
-from shared.runtime.reactions import Emitted, UnitOfWork, reaction
+from shared.runtime.reactions import reaction
+from shared.runtime.unit_of_work import Emitted, UnitOfWork
 
 
 @reaction(PaymentSucceeded, PaymentFailed)
 def settle_booking(event: PaymentSucceeded | PaymentFailed, uow: UnitOfWork) -> Emitted:
-    booking = uow.tx.one(
-        "SELECT booking_id, user_id, course_id, ticket_id, status, hold_expires_at, trace_context"
-        " FROM bookings"
-        " WHERE booking_id = :b FOR UPDATE",
-        b=event.booking_id,
-    )
+    booking = bookings.lock(uow.tx, event.booking_id)
     if booking is None:
         return None
     if isinstance(event, PaymentSucceeded):
@@ -36,56 +34,46 @@ def settle_booking(event: PaymentSucceeded | PaymentFailed, uow: UnitOfWork) -> 
         if doubt is not None:
             raise PoisonEvent(f"payment.succeeded not believed: {doubt}")
     else:
-        payment = uow.tx.one("SELECT booking_id, status FROM payments WHERE payment_id = :p"
-                             " FOR UPDATE", p=event.payment_id)
-        if payment is not None and payment["status"] in payments.RECEIVED:
+        payment = payments.lock(uow.tx, event.payment_id)
+        if payment is not None and payment.status in payments.RECEIVED:
             uow.outcome = "stale"  # the money came after all (a retried card): it settles
             return None
-        if payment is None or payment["booking_id"] != event.booking_id \
-                or payment["status"] != "FAILED":
+        if payment is None or payment.booking_id != event.booking_id \
+                or payment.status is not PaymentStatus.FAILED:
             raise PoisonEvent(f"payment.failed not believed: payment {event.payment_id} is"
-                              f" {payment['status'] if payment else 'missing'}")
-    waiting = booking["status"] == "AWAITING_PAYMENT"
+                              f" {payment.status if payment else 'missing'}")
+    waiting = booking.status is BookingStatus.AWAITING_PAYMENT
     if waiting:  # confirmed or cancelled below: the hold is over either way
-        holds.close_hold(uow.redis, event.booking_id, booking["hold_expires_at"],
-                         booking["trace_context"])
+        holds.close_hold(uow.redis, event.booking_id, booking.hold_expires_at,
+                         booking.trace_context)
 
     if isinstance(event, PaymentFailed):
         if not waiting:
             return None
-        uow.tx.execute(
-            "UPDATE bookings SET status = 'CANCELLED', reason = 'payment_failed',"
-            " updated_at = now() WHERE booking_id = :b", b=event.booking_id,
-        )
+        bookings.cancel(uow.tx, event.booking_id, "payment_failed")
         return BookingCancelled(
-            booking_id=event.booking_id, user_id=booking["user_id"],
-            course_id=booking["course_id"], ticket_id=booking["ticket_id"],
+            booking_id=event.booking_id, user_id=booking.user_id,
+            course_id=booking.course_id, ticket_id=booking.ticket_id,
             reason="payment_failed",
         )
 
     if waiting:
-        uow.tx.execute(
-            "UPDATE bookings SET status = 'CONFIRMED', reason = NULL, updated_at = now()"
-            " WHERE booking_id = :b", b=event.booking_id,
-        )
+        assert booking.ticket_id is not None  # held for payment, so holding its ticket
+        bookings.confirm(uow.tx, event.booking_id)
         return BookingConfirmed(
-            booking_id=event.booking_id, user_id=booking["user_id"],
-            course_id=booking["course_id"], ticket_id=booking["ticket_id"],
+            booking_id=event.booking_id, user_id=booking.user_id,
+            course_id=booking.course_id, ticket_id=booking.ticket_id,
             payment_id=event.payment_id, amount_cents=event.amount_cents,
             currency=event.currency,
         )
 
-    if booking["status"] == "CONFIRMED":
+    if booking.status is BookingStatus.CONFIRMED:
         return None  # this payment confirmed it before: a redelivery
-    asked = uow.tx.execute(
-        "UPDATE payments SET status = 'REFUNDING', updated_at = now()"
-        " WHERE payment_id = :p AND status = 'SUCCEEDED'", p=event.payment_id,
-    )
-    if not asked:
+    if not payments.start_refund(uow.tx, event.payment_id):
         return None
     uow.outcome = "refunding"
     return PaymentRefundRequested(
         payment_id=event.payment_id, booking_id=event.booking_id,
         amount_cents=event.amount_cents, currency=event.currency,
-        reason=payments.refund_reason(booking["status"]),  # type: ignore[arg-type]
+        reason=payments.refund_reason(booking.status),
     )

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
+from shared.domain import tickets
 from shared.domain.events import BookingCancelled, BookingConfirmed, BookingExpired
-from shared.runtime.reactions import Emitted, UnitOfWork, reaction
+from shared.runtime.reactions import reaction
+from shared.runtime.unit_of_work import Emitted, UnitOfWork
 
 
 @reaction(BookingConfirmed, BookingCancelled, BookingExpired)
 def settle_ticket(event: BookingConfirmed | BookingCancelled | BookingExpired,
                   uow: UnitOfWork) -> Emitted:
     if isinstance(event, BookingConfirmed):
-        uow.tx.execute(
-            "UPDATE tickets SET status = 'SOLD', updated_at = now()"
-            " WHERE booking_id = :b AND status = 'RESERVED'", b=event.booking_id,
-        )
+        tickets.sell(uow.tx, event.booking_id)
     else:
-        uow.tx.execute(
-            "UPDATE tickets SET status = 'AVAILABLE', booking_id = NULL, updated_at = now()"
-            " WHERE booking_id = :b AND status = 'RESERVED'", b=event.booking_id,
-        )
+        tickets.release(uow.tx, event.booking_id)
     return None

@@ -21,9 +21,9 @@ from pydantic import BaseModel
 from shared.adapters.stripe_provider import intent_from
 from shared.domain import payments
 from shared.edge import webhook_signature
-from shared.edge.api import Api, Problem, Request, endpoint, read_body
+from shared.edge.api import Api, Problem, Reply, read_body
 from shared.runtime.bootstrap import runtime
-from shared.runtime.reactions import unit_of_work
+from shared.runtime.unit_of_work import unit_of_work
 
 api = Api()
 SOURCE = "/marketplace/functions/stripe-webhook"
@@ -48,11 +48,9 @@ def _event_of(payload: bytes) -> dict[str, Any]:
     return event
 
 
-@api.route("POST", "/webhooks/stripe", response=Received, raw_body=("application/json",),
-           errors=(400, 413))
-def receive_stripe_event(request: Request) -> object:
+@api.route("POST", "/webhooks/stripe", raw_body=("application/json",), errors=(400, 413))
+def receive_stripe_event(raw: flask.Request) -> Reply[Received]:
     """The provider's signed event: a payment succeeded or failed (other types are ignored)."""
-    raw = request.raw
     payload = read_body(raw, MAX_BODY_BYTES)
     settings = runtime().settings
     if not webhook_signature.is_signed(payload, raw.headers.get("Stripe-Signature"),
@@ -75,6 +73,4 @@ def receive_stripe_event(request: Request) -> object:
     return {"received": True, "outcome": outcome}
 
 
-@endpoint("/webhooks/stripe")
-def stripe_webhook(request: flask.Request) -> flask.Response:
-    return api.dispatch(request)
+stripe_webhook = api.function("/webhooks/stripe")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from shared.domain import holds
-from shared.runtime.reactions import Emitted, UnitOfWork, scheduled
+from shared.runtime.reactions import scheduled
+from shared.runtime.unit_of_work import Emitted, UnitOfWork
 
 BATCH = 1000
 

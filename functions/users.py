@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 import flask
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
@@ -18,25 +18,29 @@ from shared.adapters import avatars
 from shared.domain.events import UserUpdated
 from shared.edge.api import (
     Api,
+    Caller,
     Omittable,
     Page,
     PageQuery,
     Phone,
     Problem,
-    Request,
-    endpoint,
     not_found,
     page_of,
     select_page,
     sort_clause,
 )
+from shared.edge.roles import ADMINS, SIGNED_IN, Role
 from shared.runtime.db import Row
-from shared.runtime.reactions import UnitOfWork, unit_of_work
+from shared.runtime.unit_of_work import UnitOfWork, unit_of_work
 
 api = Api()
 SOURCE = "/marketplace/functions/users"
-SIGNED_IN = {"user", "author", "admin"}
-Role = Literal["user", "author", "admin"]
+# A role as its string in a Literal: the document shows it inline under the field's
+# title (an enum would be a component of its own), and a bad one's 422 names the strings.
+if TYPE_CHECKING:
+    RoleName: TypeAlias = Role
+else:
+    RoleName = Literal[tuple(role.value for role in Role)]
 
 
 class Profile(BaseModel):
@@ -46,7 +50,7 @@ class Profile(BaseModel):
     phone: str | None
     bio: str | None
     avatar_url: str | None
-    role: Role
+    role: RoleName
     registered_at: datetime
 
 
@@ -61,7 +65,7 @@ class ProfileChange(BaseModel):
 
 class RoleChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    role: Role
+    role: RoleName
 
 
 class UserQuery(PageQuery):
@@ -90,39 +94,37 @@ def _updated(uow: UnitOfWork, row: Row) -> Profile:
     return profile_of(row)
 
 
-@api.route("GET", "/users/me", roles=SIGNED_IN, response=Profile, errors=(404,))
-def my_profile(request: Request) -> object:
+@api.route("GET", "/users/me", roles=SIGNED_IN, errors=(404,))
+def my_profile(caller: Caller) -> Profile:
     """The caller's profile."""
     with unit_of_work(SOURCE) as uow:
-        return profile_of(_profile(uow, request.user.user_id))
+        return profile_of(_profile(uow, caller.user_id))
 
 
-@api.route("PATCH", "/users/me", body=ProfileChange, roles=SIGNED_IN, response=Profile,
-           errors=(404,))
-def change_profile(request: Request) -> object:
+@api.route("PATCH", "/users/me", roles=SIGNED_IN, errors=(404,))
+def change_profile(body: ProfileChange, caller: Caller) -> Profile:
     """Change the caller's name, phone or bio (phone and bio set to null are cleared)."""
-    body: ProfileChange = request.body
     changes = {name: getattr(body, name) for name in body.model_fields_set}
     with unit_of_work(SOURCE) as uow:
-        _profile(uow, request.user.user_id, "FOR UPDATE")
+        _profile(uow, caller.user_id, "FOR UPDATE")
         if not changes:
-            return profile_of(_profile(uow, request.user.user_id))
+            return profile_of(_profile(uow, caller.user_id))
         sets = ", ".join(f"{name} = :{name}" for name in changes)
         row = uow.tx.one(f"UPDATE profiles SET {sets}, updated_at = now() WHERE user_id = :u"
-                         " RETURNING *", u=request.user.user_id, **changes)
+                         " RETURNING *", u=caller.user_id, **changes)
         assert row is not None
         if "full_name" in changes or "phone" in changes:
             uow.tx.execute("UPDATE accounts SET full_name = :n, phone = :p WHERE user_id = :u",
-                           n=row["full_name"], p=row["phone"], u=request.user.user_id)
+                           n=row["full_name"], p=row["phone"], u=caller.user_id)
         return _updated(uow, row)
 
 
-@api.route("PUT", "/users/me/avatar", roles=SIGNED_IN, response=Profile,
-           raw_body=avatars.MEDIA_TYPES, errors=(400, 404, 413, 415, 422))
-def upload_avatar(request: Request) -> object:
+@api.route("PUT", "/users/me/avatar", roles=SIGNED_IN, raw_body=avatars.MEDIA_TYPES,
+           errors=(400, 404, 413, 415, 422))
+def upload_avatar(caller: Caller, raw: flask.Request) -> Profile:
     """Replace the caller's avatar with a PNG or JPEG image of at most 2 MiB."""
-    image = avatars.read_image(request.raw)
-    user_id = request.user.user_id
+    image = avatars.read_image(raw)
+    user_id = caller.user_id
     stored = avatars.store(user_id, image)
     try:
         with unit_of_work(SOURCE) as uow:
@@ -140,10 +142,9 @@ def upload_avatar(request: Request) -> object:
     return profile
 
 
-@api.route("GET", "/users", query=UserQuery, roles={"admin"}, response=Page)
-def list_users(request: Request) -> object:
+@api.route("GET", "/users", roles=ADMINS)
+def list_users(query: UserQuery) -> Page:
     """Profiles, filtered by email (a part of it) and registration time, sorted and paged."""
-    query: UserQuery = request.query
     where, params = [], dict[str, Any]()
     if query.email:
         where.append("lower(email) LIKE :email ESCAPE '\\'")
@@ -161,12 +162,9 @@ def list_users(request: Request) -> object:
     return page_of([profile_of(r).model_dump(mode="json") for r in rows], query, total)
 
 
-@api.route("PUT", "/users/<uuid:user_id>/role", body=RoleChange, roles={"admin"},
-           response=Profile, errors=(404,))
-def change_role(request: Request) -> object:
+@api.route("PUT", "/users/<uuid:user_id>/role", roles=ADMINS, errors=(404,))
+def change_role(user_id: uuid.UUID, body: RoleChange) -> Profile:
     """Make a user an author (or any role); takes effect at their next login or refresh."""
-    body: RoleChange = request.body
-    user_id = request.params["user_id"]
     with unit_of_work(SOURCE) as uow:
         if not uow.tx.execute("UPDATE accounts SET role = :r WHERE user_id = :u",
                               r=body.role, u=user_id):
@@ -179,6 +177,4 @@ def change_role(request: Request) -> object:
         return _updated(uow, row)
 
 
-@endpoint("/users")
-def users(request: flask.Request) -> flask.Response:
-    return api.dispatch(request)
+users = api.function("/users")

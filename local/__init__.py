@@ -1,1 +1,5 @@
-"""Local development helpers: run the real backing servers without Docker."""
+"""The tools around the product: the local stack, its stand-ins, measurement and operator commands.
+
+Nothing here runs in production: the image Knative runs carries `shared/` and
+`functions/` only.
+"""

@@ -1,39 +1,30 @@
-"""Shared fixtures: real embedded servers for the whole session, a clean database per test.
+"""Shared fixtures: real backing servers for the whole session, a clean database per test.
 
-A backing service whose URL is set in the environment (DATABASE_URL,
-REDIS_URL, KAFKA_BOOTSTRAP_SERVERS) is used as it is; otherwise it is
-started from its wheel, so the suite needs nothing installed on the machine.
+Each server is the one configured in the environment (DATABASE_URL, REDIS_URL,
+AWS_ENDPOINT_URL, ELASTICSEARCH_URL) or else one started from its wheel
+(`tests.helpers.servers`), so the suite needs nothing installed on the machine.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from local import embedded
+from local.stack import embedded
 from shared import migrations
 from shared.edge.tokens import generate_keys
 from shared.runtime import bootstrap
 from shared.runtime.bootstrap import Runtime
 from shared.runtime.config import settings
 from shared.runtime.db import Database
+from tests.helpers.servers import configured_or_embedded
 
 os.environ.setdefault("MARKETPLACE_LOCAL", "1")
 if not os.environ.get("JWT_PUBLIC_KEYS") and not os.environ.get("JWT_PRIVATE_KEY"):
     os.environ.update(generate_keys("test"))  # one pair per run, as the local stack makes
-
-
-
-def start(starter: Callable[[Path], embedded.EmbeddedServer], workdir: Path
-          ) -> embedded.EmbeddedServer:
-    """Start an embedded server; one that cannot start ends the run with its one-line reason."""
-    try:
-        return starter(workdir)
-    except embedded.EmbeddedServerError as exc:
-        pytest.exit(str(exc), returncode=1)
 
 
 @pytest.fixture(scope="session")
@@ -43,12 +34,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def database_url(workdir: Path) -> Iterator[str]:
-    if os.environ.get("DATABASE_URL"):
-        yield os.environ["DATABASE_URL"]
-        return
-    server = start(embedded.start_postgres, workdir)
-    yield server.url
-    server.stop()
+    with configured_or_embedded("DATABASE_URL", embedded.start_postgres, workdir) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -62,36 +49,29 @@ def migrated(database_url: str) -> str:
 
 @pytest.fixture(scope="session")
 def redis_url(workdir: Path) -> Iterator[str]:
-    if os.environ.get("REDIS_URL"):
-        yield os.environ["REDIS_URL"]
-        return
-    server = start(embedded.start_redis, workdir)
-    yield server.url
-    server.stop()
+    with configured_or_embedded("REDIS_URL", embedded.start_redis, workdir) as url:
+        yield url
+
+
+def _embedded_aws(workdir: Path) -> embedded.EmbeddedServer:
+    """moto's server, with the keys boto3 insists on (moto takes any)."""
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+    return embedded.start_aws(workdir)
 
 
 @pytest.fixture(scope="session")
 def aws_url(workdir: Path) -> Iterator[str]:
-    """An AWS endpoint (S3, SES, SNS): AWS_ENDPOINT_URL if set, else moto's server."""
-    if os.environ.get("AWS_ENDPOINT_URL"):
-        yield os.environ["AWS_ENDPOINT_URL"]
-        return
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
-    server = start(embedded.start_aws, workdir)
-    yield server.url
-    server.stop()
+    """An AWS endpoint (S3, SES, SNS)."""
+    with configured_or_embedded("AWS_ENDPOINT_URL", _embedded_aws, workdir) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
 def search_url(workdir: Path) -> Iterator[str]:
-    """A search cluster: ELASTICSEARCH_URL if set, else the embedded OpenSearch-compatible one."""
-    if os.environ.get("ELASTICSEARCH_URL"):
-        yield os.environ["ELASTICSEARCH_URL"]
-        return
-    server = start(embedded.start_search, workdir)
-    yield server.url
-    server.stop()
+    """A search cluster: the embedded one is OpenSearch-compatible."""
+    with configured_or_embedded("ELASTICSEARCH_URL", embedded.start_search, workdir) as url:
+        yield url
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """The process's botocore session, and clients for S3 (avatars), at AWS_ENDPOINT_URL when set.
 
 The clients are botocore's, from one session per process: `boto3.client` is
-the same client behind a default session, but importing boto3 adds about
-10 ms and 2 MB to a cold start (its resource layer) and we use none of it.
-botocore (~0.05 s to import) is loaded with the first client. SES and SNS go
+the same client behind a default session, but importing boto3 also loads its
+resource layer, which we never use, into every cold start. botocore is loaded
+with the first client. SES and SNS go
 through `awsquery` instead, which signs with this session's credentials.
 """
 

@@ -1,9 +1,9 @@
 """SES and SNS through AWS's Query protocol, signed and sent by botocore, without a client.
 
 A botocore client loads `endpoints.json` and its service's model when it is
-created: for SES and SNS together about 45 ms and 10 MB (most of it the
-endpoints of every AWS service), which put send_notifications' cold start over
-its 60 MB budget. It calls four operations, whose Query form is fixed
+created, most of it the endpoints of every AWS service: for SES and SNS that
+was more than send_notifications' cold start could afford (docs: performance).
+It calls four operations, whose Query form is fixed
 (`Action`, `Version`, flattened parameters; an XML answer), so this sends them
 with botocore's own pieces: the session's credential chain, SigV4 signing,
 its urllib3 session. Errors raise botocore's `ClientError` with the code and

@@ -4,7 +4,7 @@
 index and search: five requests. The `elasticsearch` package sends them
 through this same transport (`elastic_transport`, its connection pool, its
 retries on 429/502/503/504 and on connection errors), but importing it also
-builds its whole API, sync and async: about 45 ms and 4 MB of a cold start.
+builds its whole API, sync and async, into every cold start.
 `Cluster` sends the same requests with the same headers (`elastic-api-version`
 in serverless mode) and has the client's method names, so `search.ensure_index`
 and `analytics.summary` take either. Not carried over: the client's check that

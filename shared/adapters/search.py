@@ -6,13 +6,13 @@ types the fields the summary aggregates on (keywords, a date, a long amount);
 the raw event is kept but not indexed.
 
 The client speaks to real Elasticsearch by default; the embedded
-OpenSearch-compatible server only answers `server_mode="serverless"` requests
-(FIELD-NOTES), which `ELASTICSEARCH_SERVER_MODE=serverless` selects.
+OpenSearch-compatible server only answers `server_mode="serverless"` requests,
+which `ELASTICSEARCH_SERVER_MODE=serverless` selects.
 
 The functions talk to the cluster through `cluster()` (`elastic_transport` only,
 see `shared.adapters.cluster`); the tools and tests, which need more of the
-API, through `client()`, the `elasticsearch` client (~0.1 s to import). Both
-are loaded with their first use.
+API, through `client()`, the `elasticsearch` client (slow to import, so a cold start
+should not pay for it). Both are loaded with their first use.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ payment id (the SDK's own key is random per call), so a crash and a
 redelivery never make a second intent or a second refund; where the embedded
 fake ignores those keys (it does), a refund is looked up before it is made.
 
-The SDK (~0.3 s to import) is imported on first use. The client has an
+The SDK, slow to import, is imported on first use. The client has an
 explicit timeout and two retries: its defaults (80 s, no retry) are wrong for
 a function that must answer its delivery within seconds.
 """

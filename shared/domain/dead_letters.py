@@ -2,7 +2,7 @@
 
 When a KafkaSource gives up on a record (a 4xx other than 404/408/409/429 at
 once, anything else after its retries), it produces the CloudEvent to
-`marketplace.dead-letter` unchanged, with three extensions (FIELD-NOTES):
+`marketplace.dead-letter` unchanged, with three extensions of its own:
 `knativeerrordest`, the URL it was delivered to (the function's), the HTTP
 code, and the answer's body, base64. That is all there is to know, so the
 function a record failed in is read from the URL, and the topic from the
@@ -19,7 +19,7 @@ an event it handled.
 
 Where our reactions listen comes from configuration, never from a record
 (`address_template`): `REACTIONS_URL` (a host serving each reaction under
-`/<name>/`, such as `local.host reactions`, or a template with `{name}`); else
+`/<name>/`, such as `local.knative.host reactions`, or a template with `{name}`); else
 what the local stack's reactions host announced beside `MARKETPLACE_STARTUP_FILE`;
 else, in a Knative pod, each reaction's own Service,
 `http://<name>.<namespace>.svc.cluster.local` (the namespace and cluster domain
@@ -50,7 +50,7 @@ UNKNOWN_FUNCTION = "unknown"
 
 REACTIONS_URL_VARIABLE = "REACTIONS_URL"
 STARTUP_FILE_VARIABLE = "MARKETPLACE_STARTUP_FILE"  # the local stack's, in its work directory
-ANNOUNCEMENT_FILE = "reactions-url"  # beside it: written by `local.host reactions`
+ANNOUNCEMENT_FILE = "reactions-url"  # beside it: written by `local.knative.host reactions`
 RESOLV_CONF = Path("/etc/resolv.conf")  # a pod's: `search <namespace>.svc.<cluster domain> ...`
 _LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 _POD_DOMAIN = re.compile(rf"{_LABEL}\.svc(\.{_LABEL})+")  # <namespace>.svc.cluster.local

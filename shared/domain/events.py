@@ -1,4 +1,4 @@
-"""The typed events of CONTRACT section 5: one pydantic model per topic.
+"""The typed events of the marketplace: one pydantic model per topic.
 
 A model's class attributes `topic` and `key` say where it is written and which
 field is the aggregate id (the Kafka record key and the CloudEvent subject).

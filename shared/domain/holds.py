@@ -1,4 +1,4 @@
-"""A booking's ten-minute hold: a Redis key for a fast expiry, a column for a durable one.
+"""A booking's hold: a Redis key for a fast expiry, a column for a durable one.
 
 The key's name carries the hold's deadline in milliseconds (and the booking's
 W3C trace context, so the watcher's event continues the booking's trace), so the watcher

@@ -1,8 +1,35 @@
-"""The HTTP edge's plumbing: routes declared with their body model and roles, RFC 9457 errors.
+"""The HTTP edge: views that say by annotation what they take, and RFC 9457 errors.
 
-Each HTTP function is one functions-framework `http` function that dispatches
-to an `Api`'s routes. A route names its request model, so the body is
-validated before the view runs and the same models can describe the API.
+A view has the shape of a reaction: the types of its parameters say what it
+takes, as `reserve_ticket(event: BookingRequested, uow: UnitOfWork)` does, and
+all of it is validated before the view runs, so a view neither parses nor
+checks a token, and its body model is written once:
+
+    api = Api()
+
+    @api.route("POST", "/bookings/<uuid:booking_id>/payment", roles=SIGNED_IN, status=202,
+               errors=(404, 409))
+    def pay(booking_id: UUID, body: Payment, caller: Caller, raw: flask.Request
+            ) -> Reply[PaymentAccepted]:
+        ...
+
+    bookings = api.function("/bookings")
+
+- a parameter named like one of the path's gets it, converted by the rule (`uuid:`);
+- a `Query` model is the query string, any other pydantic model the JSON body,
+  each a 422 naming its fields when it does not validate;
+- `Caller` is who the bearer token names, on a route with `roles` (a 401
+  without a valid token, a 403 for a role not admitted);
+- `flask.Request` is the request itself: its headers, or a body the view reads
+  itself (`raw_body=` names its media types, as the avatar upload does).
+
+The return annotation names the answer's model, which the OpenAPI document
+shows: the model itself, or `Reply[Model]` when the view may answer with the
+model's JSON or an Idempotency-Key's first answer. `status`, `errors` and
+`roles` stay explicit in the route. The module's function is derived from its
+`Api` (`api.function(prefixes)`), under the module's name, since that is the
+name functions-framework loads (`functions/<target>.py`).
+
 Every error leaves as `application/problem+json`; malformed input is a 4xx,
 never a 500.
 """
@@ -10,14 +37,17 @@ never a 500.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import types
+import typing
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeAlias, TypeVar, Union, cast
 from uuid import UUID
 
 import flask
@@ -34,6 +64,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
 from shared.edge import tokens
+from shared.edge.roles import Role
 from shared.runtime import logs, metrics, tracing
 from shared.runtime.db import Row, Tx
 from shared.runtime.errors import SchemaBehind, TransientError, is_outage
@@ -134,31 +165,32 @@ def validation_problem(exc: ValidationError, where: str = "body") -> Problem:
     return Problem(422, "Validation Failed", f"the request {where} is not valid", errors)
 
 
-@dataclass
-class Principal:
+@dataclass(frozen=True)
+class Caller:
+    """Who sent the request: the account its access token names, and the login it belongs to."""
+
     user_id: UUID
-    role: str
+    role: Role
     session_id: UUID
 
 
-@dataclass
-class Request:
-    """What a view gets: the validated body and query, the caller, and the raw request."""
+class Query(BaseModel):
+    """A model of the query string: a view taking one gets it parsed from the URL.
 
-    raw: flask.Request
-    body: Any = None
-    query: Any = None
-    principal: Principal | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def user(self) -> Principal:
-        if self.principal is None:  # routes with roles never reach a view without one
-            raise Problem(401, "Unauthorized", "a bearer access token is required")
-        return self.principal
+    Any other model a view takes is its JSON body, so the two are told apart by type.
+    """
 
 
-View = Callable[[Request], Any]
+M = TypeVar("M", bound=BaseModel)
+
+# A view's answer documented as model M: M itself, its JSON form, or the first answer
+# (status, body) stored under the request's Idempotency-Key.
+Reply: TypeAlias = M | dict[str, Any] | tuple[int, Any]
+
+View = Callable[..., Any]
+V = TypeVar("V", bound=View)
+HttpFunction = Callable[[flask.Request], flask.Response]
+Taken = Literal["path", "query", "body", "caller", "raw"]
 
 
 @dataclass(frozen=True)
@@ -169,24 +201,74 @@ class Route:
     path: str
     view: View
     body: type[BaseModel] | None
-    query: type[BaseModel] | None
+    query: type[Query] | None
     response: type[BaseModel] | None
     roles: frozenset[str] | None  # None: anyone
     status: int
     errors: tuple[int, ...]
     raw_body: tuple[str, ...]  # media types of a non-JSON body (an image upload)
+    takes: tuple[tuple[str, Taken], ...]  # the view's parameters, in order, and what each gets
 
     @property
     def summary(self) -> str:
         return (self.view.__doc__ or self.view.__name__).strip().splitlines()[0]
 
 
-class PageQuery(BaseModel):
+class PageQuery(Query):
     """`page` (from 1) and `size` (1..100): every list takes them."""
 
     model_config = ConfigDict(extra="forbid")
     page: int = Field(1, ge=1, le=1_000_000)
     size: int = Field(20, ge=1, le=100)
+
+
+def _model_of(hint: Any) -> type[BaseModel] | None:
+    """The one pydantic model a return annotation names (alone or in a union), if any."""
+    union = typing.get_origin(hint) in (Union, types.UnionType)
+    members = typing.get_args(hint) if union else (hint,)
+    models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+    if len(models) > 1:
+        raise TypeError(f"an answer has one model, not {', '.join(m.__name__ for m in models)}")
+    return models[0] if models else None
+
+
+def _taken(name: str, hint: Any, path_params: Collection[str]) -> Taken:
+    if hint is Caller:
+        return "caller"
+    if hint is flask.Request:
+        return "raw"
+    if isinstance(hint, type) and issubclass(hint, Query):
+        return "query"
+    if isinstance(hint, type) and issubclass(hint, BaseModel):
+        return "body"
+    if name in path_params:
+        return "path"
+    raise TypeError(f"{name!r}: a view takes path parameters by name, a Query, a body model,"
+                    " the Caller or the flask.Request")
+
+
+def _route(method: str, path: str, view: View, path_params: Collection[str],
+           roles: frozenset[str] | None, status: int, errors: tuple[int, ...],
+           raw_body: tuple[str, ...]) -> Route:
+    """The route `view` declares by its signature; a signature it cannot serve fails at import."""
+    hints = typing.get_type_hints(view)
+    takes: list[tuple[str, Taken]] = []
+    models: dict[Taken, Any] = {}
+    for name in inspect.signature(view).parameters:
+        if name not in hints:
+            raise TypeError(f"{view.__name__}({name}): say what it takes by its annotation")
+        taken = _taken(name, hints[name], path_params)
+        if taken in models and taken != "path":
+            raise TypeError(f"{view.__name__} takes its {taken} twice")
+        models[taken] = hints[name]
+        takes.append((name, taken))
+    where = f"{method} {path} ({view.__name__})"
+    if "caller" in models and roles is None:
+        raise TypeError(f"{where}: only a route with roles knows its caller")
+    if "body" in models and raw_body:
+        raise TypeError(f"{where}: a body is either a model or raw, not both")
+    return Route(method, path, view, models.get("body"), models.get("query"),
+                 _model_of(hints.get("return")), roles, status, errors, raw_body, tuple(takes))
 
 
 class Api:
@@ -196,19 +278,33 @@ class Api:
         self.routes: list[Route] = []
         self._map = Map(strict_slashes=False, merge_slashes=False)
 
-    def route(self, method: str, path: str, *, body: type[BaseModel] | None = None,
-              query: type[BaseModel] | None = None, response: type[BaseModel] | None = None,
-              roles: set[str] | None = None, status: int = 200, errors: tuple[int, ...] = (),
-              raw_body: tuple[str, ...] = ()) -> Callable[[View], View]:
-        def decorate(view: View) -> View:
-            route = Route(method, path, view, body, query, response,
-                          frozenset(roles) if roles is not None else None, status, errors,
-                          raw_body)
-            self.routes.append(route)
-            self._map.add(Rule(path, methods=[method], endpoint=len(self.routes) - 1))
+    def route(self, method: str, path: str, *, roles: Collection[str] | None = None,
+              status: int = 200, errors: tuple[int, ...] = (), raw_body: tuple[str, ...] = ()
+              ) -> Callable[[V], V]:
+        """Serve `view` at `method path`, giving it what its parameters' types ask for."""
+
+        def decorate(view: V) -> V:
+            rule = Rule(path, methods=[method], endpoint=len(self.routes))
+            self._map.add(rule)
+            self.routes.append(_route(method, path, view, rule.arguments,
+                                      frozenset(roles) if roles is not None else None,
+                                      status, errors, raw_body))
             return view
 
         return decorate
+
+    def function(self, *prefixes: str) -> HttpFunction:
+        """The module's functions-framework function: these routes, behind `prefixes`.
+
+        Named after the module that declares the views (`functions/<target>.py`),
+        which is the name functions-framework looks up in it, so assign it to that name.
+        """
+        modules = {route.view.__module__ for route in self.routes}
+        if len(modules) != 1:
+            raise TypeError(f"an Api's views live in one module, not {sorted(modules)}")
+        target = modules.pop().rpartition(".")[2]
+        return _http_function(target, prefixes, source_of_handler(self.routes[0].view),
+                              self.dispatch)
 
     def dispatch(self, raw: flask.Request) -> flask.Response:
         try:
@@ -246,16 +342,17 @@ class Api:
         span = tracing.current()
         if span is not None:
             span.attributes["http.route"] = route.path
-        request = Request(raw, params=dict(params))
+        given: dict[Taken, Any] = {"raw": raw}
         if route.roles is not None:
-            request.principal = authenticate(raw)
-            if request.principal.role not in route.roles:
+            given["caller"] = authenticate(raw)
+            if given["caller"].role not in route.roles:
                 raise Problem(403, "Forbidden", "your role may not do this")
         if route.query is not None:
-            request.query = parse_query(raw, route.query)
+            given["query"] = parse_query(raw, route.query)
         if route.body is not None:
-            request.body = parse_body(raw, route.body)
-        result = route.view(request)
+            given["body"] = parse_body(raw, route.body)
+        result = route.view(**{name: params[name] if taken == "path" else given[taken]
+                               for name, taken in route.takes})
         if isinstance(result, flask.Response):
             return result
         status = route.status
@@ -369,7 +466,7 @@ def parse_body(raw: flask.Request, model: type[BaseModel]) -> BaseModel:
         raise validation_problem(exc) from exc
 
 
-def authenticate(raw: flask.Request) -> Principal:
+def authenticate(raw: flask.Request) -> Caller:
     header = raw.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -380,29 +477,34 @@ def authenticate(raw: flask.Request) -> Principal:
         raise Problem(401, "Unauthorized", "the access token is invalid or expired",
                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     try:
-        return Principal(UUID(claims["sub"]), claims["role"], UUID(claims["sid"]))
+        return Caller(UUID(claims["sub"]), Role(claims["role"]), UUID(claims["sid"]))
     except ValueError as exc:
         raise Problem(401, "Unauthorized", "the access token is invalid") from exc
 
 
-def endpoint(*prefixes: str) -> Callable[[Callable[[flask.Request], flask.Response]],
-                                          Callable[[flask.Request], flask.Response]]:
-    """Declare an HTTP function and the URL prefixes the front door routes to it."""
+def endpoint(*prefixes: str) -> Callable[[HttpFunction], HttpFunction]:
+    """Declare a hand-written HTTP function (not an `Api`'s) and the prefixes routed to it."""
 
-    def decorate(function: Callable[[flask.Request], flask.Response]
-                 ) -> Callable[[flask.Request], flask.Response]:
-        register_endpoint(Endpoint(function.__name__, prefixes, source_of_handler(function)))
-        logs.setup()
-        metrics.expose_on_current_app()
-        _problems_on_current_app()
-
-        @functools.wraps(function)
-        def observed(raw: flask.Request) -> flask.Response:
-            return _observed(function.__name__, function, raw)
-
-        return cast(Callable[[flask.Request], flask.Response], functions_framework.http(observed))
+    def decorate(function: HttpFunction) -> HttpFunction:
+        return _http_function(function.__name__, prefixes, source_of_handler(function), function)
 
     return decorate
+
+
+def _http_function(target: str, prefixes: tuple[str, ...], source: str,
+                   serve: HttpFunction) -> HttpFunction:
+    """`serve` as the functions-framework function `target`, in the routing declaration."""
+    register_endpoint(Endpoint(target, prefixes, source))
+    logs.setup()
+    metrics.expose_on_current_app()
+    _problems_on_current_app()
+
+    @functools.wraps(serve)
+    def observed(raw: flask.Request) -> flask.Response:
+        return _observed(target, serve, raw)
+
+    observed.__name__ = observed.__qualname__ = target  # the name functions-framework finds
+    return cast(HttpFunction, functions_framework.http(observed))
 
 
 def _problems_on_current_app() -> None:
@@ -419,8 +521,7 @@ def _problems_on_current_app() -> None:
     flask.current_app.register_error_handler(HTTPException, problem)
 
 
-def _observed(name: str, function: Callable[[flask.Request], flask.Response],
-              raw: flask.Request) -> flask.Response:
+def _observed(name: str, function: HttpFunction, raw: flask.Request) -> flask.Response:
     """Serve one request in its span (continuing an incoming `traceparent`), count and log it."""
     started = time.perf_counter()
     span = tracing.begin(name, "server", raw.headers.get("traceparent"),
@@ -482,5 +583,5 @@ def sort_clause(sort: str, tie_breaker: str) -> str:
     return f"{sort.lstrip('-')} {'DESC' if sort.startswith('-') else 'ASC'}, {tie_breaker}"
 
 
-def page_of(items: list[Any], query: PageQuery, total: int) -> dict[str, Any]:
-    return {"items": items, "page": query.page, "size": query.size, "total": total}
+def page_of(items: list[Any], query: PageQuery, total: int) -> Page:
+    return Page(items=items, page=query.page, size=query.size, total=total)

@@ -5,7 +5,7 @@ signed with Ed25519 (EdDSA) by the one function that issues tokens (accounts,
 the only holder of JWT_PRIVATE_KEY); every other function verifies with the
 public keys in JWT_PUBLIC_KEYS, so a function that can check a token cannot
 mint one. The token's `kid` header picks the public key, which is what lets a
-new key be published before it signs anything (docs/security-tokens.md).
+new key be published before it signs anything (docs/pages/security/tokens.md).
 
 A refresh token is a random string whose SHA-256 is kept, so a stolen table
 does not yield usable tokens.
@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from shared.edge.roles import SIGNED_IN, Role
 from shared.runtime.config import settings
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def issue_access(user_id: uuid.UUID, role: str, session_id: uuid.UUID,
     claims = {
         "iss": ISSUER,
         "sub": str(user_id),
-        "role": role,
+        "role": Role(role).value,  # never a role no route knows
         "sid": str(session_id),
         "typ": "access",
         "iat": int(now.timestamp()),
@@ -81,7 +82,7 @@ def verify_access(token: str) -> dict[str, Any] | None:
         )
     except jwt.PyJWTError:
         return None
-    if claims.get("typ") != "access" or claims.get("role") not in {"user", "author", "admin"}:
+    if claims.get("typ") != "access" or claims.get("role") not in SIGNED_IN:
         return None
     return claims
 

@@ -6,8 +6,8 @@ during a rotation). A webhook is accepted when any `v1` matches any of our
 secrets and `t` is at most `TOLERANCE_SECONDS` from now, in either direction
 (a replay of an old one is refused; so is one dated in the future).
 
-Written here rather than taken from the SDK, whose import costs the webhook
-function 0.3 s of every cold start for these dozen lines; the unit tests sign
+Written here rather than taken from the SDK, whose import would weigh on every
+cold start of the webhook function for these dozen lines; the unit tests sign
 with the SDK's own helper and compare verdicts with the SDK's own check.
 """
 

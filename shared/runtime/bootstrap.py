@@ -9,7 +9,7 @@ connects on the first transaction, Redis is imported and connected on the
 first `rt.redis` (most reactions never touch it). The first `rt.db` checks the
 schema version (once per process).
 
-The Kafka producer (importing kafka-python and connecting take ~0.15 s) is
+The Kafka producer (importing kafka-python and connecting are slow) is
 warmed by the first publish in a background thread that starts once the
 answer has been sent (`after_answer`), so a cold start answers its first event
 as soon as the event's state and outbox rows are committed.
@@ -67,7 +67,7 @@ class Runtime:
         """A `redis.Redis`, imported and created on first use."""
         with self._lock:
             if self._redis is None:
-                import redis  # ~0.1 s: only the functions that hold tickets pay for it
+                import redis  # slow to import: only the functions that hold tickets pay for it
 
                 if not self.settings.redis_url:
                     raise RuntimeError("REDIS_URL is not set (make run and the tests set it)")
@@ -89,7 +89,7 @@ class Runtime:
 
         Best effort, as `changes.announce` is. Until this process has a Redis
         client, the announcement creates it in a background thread: importing
-        redis-py (~0.1 s) must not delay a cold start's first answer, and a late
+        redis-py must not delay a cold start's first answer, and a late
         announcement only costs a waiter some latency.
         """
         unique = sorted(set(subjects))
@@ -193,7 +193,7 @@ def build(cfg: Settings | None = None, publish: bool = True) -> Runtime:
 def after_answer(name: str, work: Callable[[], None]) -> threading.Thread:
     """Run `work` in a background thread, starting once the current answer has been sent.
 
-    The work is a cold process's first import of a client (~0.1 s of CPU);
+    The work is a cold process's first import of a client, CPU-bound;
     begun during the request it would share the GIL with it and delay the
     very answer it was moved off. Outside a request it starts at once; if the
     answer is never closed, after `ANSWER_WAIT_SECONDS` anyway.

@@ -1,11 +1,12 @@
 """Settings read from the environment, once, so every function agrees on them.
 
-The names and defaults are the ones in CONTRACT section 4. A backing service
-whose URL is unset is started embedded by `local/`; by the time a function
-runs, the URL is always set.
+Every function, a deployment and a local run read the same variables, with the
+same defaults (the documentation's configuration page lists them). A backing
+service whose URL is unset is started embedded by `local/`; by the time a
+function runs, the URL is always set.
 
 Outside local mode a weak setting stops the start with the variable's name
-(docs/security-tokens.md): no JWT_PUBLIC_KEYS, a JWT_PRIVATE_KEY that is not
+(docs/pages/security/tokens.md): no JWT_PUBLIC_KEYS, a JWT_PRIVATE_KEY that is not
 an Ed25519 key, a secret shorter than 32 bytes or one copied from an example.
 """
 
@@ -91,7 +92,7 @@ def _public_keys(text: str) -> PublicKeys:
 def _jwt_keys(env: Mapping[str, str], local_mode: bool) -> tuple[str, PublicKeys, str]:
     """The signing key (accounts only), the verifying keys (every function), the signing kid.
 
-    A local process given none makes its own pair, so it runs alone; `local.stack`
+    A local process given none makes its own pair, so it runs alone; `local.stack.stack`
     gives every process of a run the same one.
     """
     private = env.get("JWT_PRIVATE_KEY", "").strip()

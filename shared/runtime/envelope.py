@@ -1,7 +1,7 @@
 """CloudEvent envelopes around typed events, and their three wire forms.
 
-Kafka records are binary mode (FIELD-NOTES: Knative's KafkaSource forwards a
-record unchanged only when it carries `ce_` headers), HTTP requests are binary
+Kafka records are binary mode (Knative's KafkaSource forwards a record
+unchanged only when it carries `ce_` headers), HTTP requests are binary
 or structured mode. Decoding refuses anything the registry does not know with
 `PoisonEvent`, which the runtime turns into a 4xx so it is dead-lettered.
 """

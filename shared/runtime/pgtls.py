@@ -2,8 +2,8 @@
 
 Left to itself, pg8000 "prefers" TLS on every connection, unix sockets
 included: it builds `ssl.create_default_context()`, which loads the system's
-CA bundle (about 16 ms of CPU, a third of a simple reaction's first event
-after its imports), then turns verification off and asks the server, which
+CA bundle (a large share of a simple reaction's first event after its
+imports), then turns verification off and asks the server, which
 over a unix socket never offers TLS. libpq never tries TLS over a unix
 socket, and neither do we; `sslmode` in DATABASE_URL picks the rest:
 

@@ -2,8 +2,10 @@
 
 Everything a reaction should not repeat lives here, once: decoding and
 validating the CloudEvent, answering the way Knative's KafkaSource expects
-(2xx handled, 4xx poison and dead-lettered, 5xx retried), the inbox that makes
-redelivery harmless, the transaction, the outbox, and publishing after commit.
+(2xx handled, 4xx poison and dead-lettered, 5xx retried), and the inbox that
+makes redelivery harmless. The transaction, the outbox and publishing after
+commit are the unit of work's (`shared.runtime.unit_of_work`), shared with
+the HTTP views.
 
     @reaction(BookingRequested)
     def reserve_ticket(event: BookingRequested, uow: UnitOfWork) -> Emitted:
@@ -12,12 +14,10 @@ redelivery harmless, the transaction, the outbox, and publishing after commit.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import flask
@@ -26,114 +26,21 @@ from cloudevents.http import CloudEvent
 from werkzeug.exceptions import HTTPException
 
 from shared.domain.events import Event
-from shared.runtime import logs, metrics, outbox, tracing
+from shared.runtime import logs, metrics, tracing
 from shared.runtime.bootstrap import Runtime, runtime
-from shared.runtime.db import Tx, is_retryable
 from shared.runtime.envelope import Envelope, PoisonEvent, from_cloudevent
 from shared.runtime.errors import SchemaBehind, TransientError, is_outage
 from shared.runtime.routing import Ordering, Reaction, register_reaction, source_of_handler
+from shared.runtime.unit_of_work import Emitted, UnitOfWork, unit_of_work, with_db_retries
 
 log = logging.getLogger("marketplace.runtime")
 
-Emitted = Event | Envelope[Any] | Iterable[Event | Envelope[Any]] | None
-ScheduledHandler = Callable[["UnitOfWork"], Emitted]
+ScheduledHandler = Callable[[UnitOfWork], Emitted]
 CloudEventFunction = Callable[[CloudEvent], None]
-
-DB_ATTEMPTS = 6  # 0.04 + 0.08 + ... + 0.64 s: rides out a fast PostgreSQL restart
-
-
-class UnitOfWork:
-    """One transaction, the events it will emit, and the process's clients."""
-
-    def __init__(self, rt: Runtime, tx: Tx, source: str) -> None:
-        self.rt = rt
-        self.tx = tx
-        self.source = source
-        self.settings = rt.settings
-        self.now = datetime.now(UTC)
-        self.emitted: list[Envelope[Any]] = []
-        # What the handler made of its event, for metrics and logs: a handler may
-        # name a business outcome ("sold_out") instead.
-        self.outcome = "handled"
-
-    @property
-    def redis(self) -> Any:
-        """The process's Redis client, created on first use."""
-        return self.rt.redis
-
-    def emit(self, event: Event | Envelope[Any]) -> Envelope[Any]:
-        """Queue an event for the outbox, carrying the trace context it belongs to."""
-        if isinstance(event, Envelope):
-            envelope = event if event.source else dataclasses.replace(event, source=self.source)
-            if envelope.traceparent:  # another trace's (a booking's, read by the sweeper)
-                envelope = _in_own_trace(envelope, self.source)
-        else:
-            envelope = Envelope(data=event, source=self.source)
-        span = tracing.current()
-        if span is not None and not envelope.traceparent:
-            envelope = dataclasses.replace(envelope, traceparent=span.traceparent,
-                                           tracestate=span.tracestate)
-        self.emitted.append(envelope)
-        return envelope
-
-    def emit_all(self, events: Emitted) -> None:
-        if events is None:
-            return
-        if isinstance(events, (Event, Envelope)):
-            self.emit(events)
-            return
-        for event in events:
-            self.emit(event)
-
-
-def _in_own_trace(envelope: Envelope[Any], source: str) -> Envelope[Any]:
-    """This function's span in the envelope's trace, as the parent of the envelope.
-
-    The sweeper works on many bookings at once; each expiry it emits belongs
-    to its booking's trace, so the sweeper appears in each of them.
-    """
-    span = tracing.begin(source.rsplit("/", 1)[-1].replace("-", "_"), "internal",
-                         envelope.traceparent, envelope.tracestate)
-    span.attributes.update({"cloudevents.event_id": envelope.id,
-                            "cloudevents.event_type": envelope.type,
-                            "cloudevents.event_subject": envelope.subject})
-    tracing.end(span)
-    return dataclasses.replace(envelope, traceparent=span.traceparent)
-
-
-@contextmanager
-def unit_of_work(source: str, rt: Runtime | None = None) -> Iterator[UnitOfWork]:
-    """State change and emitted events in one transaction; publish after commit.
-
-    Used by the HTTP functions directly and by `@reaction` under the hood.
-    """
-    rt = rt or runtime()
-    with rt.db.transaction() as tx:
-        uow = UnitOfWork(rt, tx, source)
-        yield uow
-        written = outbox.write(tx, uow.emitted)
-    rt.announce(e.subject for e in uow.emitted)  # wakes GET ?wait_for=
-    rt.publish(written)
 
 
 def source_of(target: str) -> str:
     return f"/marketplace/functions/{target.replace('_', '-')}"
-
-
-def with_db_retries(work: Callable[[], None]) -> int:
-    """Run `work`, again after a serialization failure, a deadlock or a dropped connection.
-
-    Returns how many attempts it took.
-    """
-    for attempt in range(1, DB_ATTEMPTS + 1):
-        try:
-            work()
-            return attempt
-        except Exception as exc:
-            if attempt == DB_ATTEMPTS or not is_retryable(exc):
-                raise
-            time.sleep(min(0.02 * 2**attempt, 1.0))
-    raise AssertionError("unreachable")
 
 
 def handle(target: str, envelope: Envelope[Any],

@@ -1,11 +1,12 @@
 """The one routing declaration: which function reacts to what, and where it lives.
 
-Filled by the `@reaction`, `@effect`, `@scheduled` and `@endpoint` decorators
-as the function modules are imported. The decorators only record metadata
-here; every client library a function uses is imported when it first runs,
-so `load()` gives the whole declaration (to the KafkaSource emulator, the front
-door and the Knative manifest generator) without loading boto3, elasticsearch,
-kafka-python, argon2 or PyJWT (tests/unit/test_routing.py checks it).
+Filled by the `@reaction`, `@effect` and `@scheduled` decorators and each HTTP
+module's `api.function(...)` (or `@endpoint`) as the function modules are
+imported. They only record metadata here; every client library a function
+uses is imported when it first runs, so `load()` gives the whole declaration
+(to the KafkaSource emulator, the front door and the Knative manifest
+generator) without loading boto3, elasticsearch, kafka-python, argon2 or PyJWT
+(tests/unit/test_routing.py checks it).
 
 Each function lives in the module of its name, `functions/<target>.py` (its
 `source`): a Knative Service points functions-framework at that one file, so

@@ -2,7 +2,7 @@
 
 Off unless `OTEL_EXPORTER_OTLP_ENDPOINT` is set (or a test installs an
 exporter): then the SDK and the OTLP/HTTP exporter are imported on the first
-finished span (about 60 ms, never at a function's import), and spans leave
+finished span (never at a function's import), and spans leave
 in batches from the SDK's own thread. Standard `OTEL_*` variables apply
 (`OTEL_SERVICE_NAME`, `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_EXPORTER_OTLP_HEADERS`...).
 

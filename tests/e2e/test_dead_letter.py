@@ -6,10 +6,11 @@ import base64
 import time
 import uuid
 
-from conftest import Marketplace, eventually
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from shared.domain.events import DEAD_LETTER_TOPIC
+from tests.helpers.marketplace import Marketplace
+from tests.helpers.waiting import eventually
 
 
 def test_poison_record_is_dead_lettered_and_the_partition_moves_on(

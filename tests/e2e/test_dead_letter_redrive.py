@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from conftest import Marketplace, eventually
 from kafka import KafkaProducer
 
-from local import dead_letters, faults
+from local.knative import faults
+from local.ops import dead_letters
 from shared.domain.events import DEAD_LETTER_TOPIC
 from shared.runtime.bootstrap import Runtime
+from tests.helpers.listeners import Listener
+from tests.helpers.marketplace import ADMIN_PASSWORD, Marketplace
+from tests.helpers.waiting import eventually
 
 REDRIVE = "/admin/dead-letters/redrive"
 
@@ -113,7 +114,7 @@ def test_a_dead_letter_is_redriven_to_its_one_function_once_fixed(
 
     # the same from the command line (make dead-letters, make redrive), through the API
     monkeypatch.setenv("MARKETPLACE_API", marketplace.url)
-    monkeypatch.setenv("ADMIN_PASSWORD", "admin-password")
+    monkeypatch.setenv("ADMIN_PASSWORD", ADMIN_PASSWORD)
     capsys.readouterr()
     assert dead_letters.main(["list", "--function", "settle_ticket", "--size", "100"]) == 0
     listed = capsys.readouterr().out
@@ -127,40 +128,12 @@ def test_redrive_needs_a_filter_and_an_admin(marketplace: Marketplace) -> None:
     for body in ({}, {"all": True, "function": "settle_ticket"}, {"ids": []},
                  {"function": "Settle Ticket"}, {"all": False}, {"everything": True}):
         answer = marketplace.admin.call("POST", REDRIVE, body)
-        assert answer.status_code == 422, (body, answer.text)
-        assert answer.headers["Content-Type"] == "application/problem+json"
-    assert marketplace.admin.call("GET", "/admin/dead-letters?status=LOST").status_code == 422
+        assert answer.status == 422, (body, answer.body)
+        assert answer.headers["content-type"] == "application/problem+json"
+    assert marketplace.admin.call("GET", "/admin/dead-letters?status=LOST").status == 422
     user = marketplace.register()
-    assert user.call("GET", "/admin/dead-letters").status_code == 403
-    assert user.call("POST", REDRIVE, {"all": True}).status_code == 403
-
-
-class Listener:
-    """Somewhere that is not our function, on 127.0.0.1: it records every request it gets."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, str]] = []
-        seen = self.requests
-
-        class Record(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                seen.append((self.command, self.path))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_GET = do_PUT = do_POST
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Record)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    assert user.call("GET", "/admin/dead-letters").status == 403
+    assert user.call("POST", REDRIVE, {"all": True}).status == 403
 
 
 def forge_dead_letter(marketplace: Marketplace, destination: str, booking_id: str) -> str:
@@ -189,7 +162,7 @@ def test_a_redrive_goes_to_our_function_never_to_the_recorded_address(
         marketplace: Marketplace) -> None:
     rt = marketplace.stack.runtime
     assert rt is not None
-    listener = Listener()
+    listener = Listener()  # somewhere that is not our function: it must get nothing
     try:
         booking_id = str(uuid.uuid4())  # no such booking: settle_ticket changes nothing
         # a record "from" settle_ticket whose destination is the listener, and one naming a

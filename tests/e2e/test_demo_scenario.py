@@ -1,4 +1,4 @@
-"""CONTRACT section 6 through the whole stack, then the analytics against PostgreSQL.
+"""The demo scenario through the whole stack, then the analytics against PostgreSQL.
 
 The summary's numbers match PostgreSQL exactly, the consistency check finds
 no difference, and producing every record again changes no number and sends
@@ -10,14 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 import requests
-from conftest import HOLD_TTL_SECONDS, Marketplace, eventually
 from kafka import KafkaAdminClient, TopicPartition
-from test_redelivery import caught_up, produce_again, read_everything
 
 from functions.analytics import summary
-from local import consistency
-from local.demo import Scenario, User
+from local.ops import consistency
+from local.stack.demo import Scenario
 from shared.adapters import search
+from tests.helpers.broker import caught_up, produce_again, read_everything
+from tests.helpers.marketplace import ADMIN_EMAIL, HOLD_TTL_SECONDS, Marketplace
+from tests.helpers.waiting import eventually
 
 
 def messages(marketplace: Marketplace) -> dict[str, Any]:
@@ -38,7 +39,7 @@ def test_demo_scenario_and_analytics_agree_with_postgres(marketplace: Marketplac
     assert runtime is not None
     es = search.client(stack.env["ELASTICSEARCH_URL"], stack.env["ELASTICSEARCH_SERVER_MODE"])
     scenario = Scenario(stack.api_url, runtime.db, es)
-    scenario.play(User(stack.api_url, marketplace.admin.token, "", "admin@marketplace.local"))
+    scenario.play(scenario.client.signed_in(marketplace.admin.token, email=ADMIN_EMAIL))
     failed = [(what, seen) for what, ok, seen in scenario.checks if not ok]
     assert not failed
 

@@ -15,8 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlparse
 
-import requests
-from conftest import Client, Marketplace, eventually
+from local.apiclient import Answer
+from tests.helpers.client import Client
+from tests.helpers.marketplace import Marketplace
+from tests.helpers.waiting import eventually
 
 
 def _from(address: str) -> dict[str, str]:
@@ -28,11 +30,11 @@ def test_a_bot_holds_at_most_one_ticket_of_a_sale(marketplace: Marketplace) -> N
     bot = marketplace.register()
     answers = [bot.call("POST", "/bookings", {"course_id": course["course_id"]})
                for _ in range(25)]
-    assert [a.status_code for a in answers] == [202] + [409] * 24
-    first = answers[0].json()["booking_id"]
+    assert [a.status for a in answers] == [202] + [409] * 24
+    first = answers[0].body["booking_id"]
     for refused in answers[1:]:  # each refusal names the booking in progress
-        assert refused.headers["Content-Type"] == "application/problem+json"
-        assert refused.json()["booking_id"] == first
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.body["booking_id"] == first
     bot.wait_status(first, "AWAITING_PAYMENT")
     seen = marketplace.course(course["course_id"])
     assert (seen["reserved"], seen["available"]) == (1, 19)
@@ -43,7 +45,7 @@ def test_a_bot_holds_at_most_one_ticket_of_a_sale(marketplace: Marketplace) -> N
     # once the bot's booking is over, it may book again
     bot.ok("POST", f"/bookings/{first}/cancel", status=202)
     eventually(lambda: bot.call("POST", "/bookings", {"course_id": course["course_id"]}),
-               lambda a: a.status_code == 202, what="a new booking after the cancel")
+               lambda a: a.status == 202, what="a new booking after the cancel")
 
 
 def test_a_burst_of_concurrent_bookings_by_one_user(marketplace: Marketplace) -> None:
@@ -53,43 +55,37 @@ def test_a_burst_of_concurrent_bookings_by_one_user(marketplace: Marketplace) ->
         answers = list(pool.map(
             lambda _: user.call("POST", "/bookings", {"course_id": course["course_id"]}),
             range(45)))
-    statuses = sorted(a.status_code for a in answers)
+    statuses = sorted(a.status for a in answers)
     assert statuses.count(202) == 1, statuses
     assert statuses.count(429) >= 15, statuses  # 30 a minute per user
     assert set(statuses) == {202, 409, 429}
-    for limited in (a for a in answers if a.status_code == 429):
-        assert int(limited.headers["Retry-After"]) >= 1
+    for limited in (a for a in answers if a.status == 429):
+        assert int(limited.headers["retry-after"]) >= 1
     assert user.ok("GET", "/bookings")["total"] == 1
 
 
-def _login(marketplace: Marketplace, email: str, password: str, address: str
-           ) -> requests.Response:
-    return requests.post(marketplace.url + "/auth/login", json={
-        "email": email, "password": password}, headers=_from(address), timeout=30)
+def _login(marketplace: Marketplace, email: str, password: str, address: str) -> Answer:
+    return marketplace.login(email, password, headers=_from(address))
 
 
 def test_failed_logins_lock_out_the_guesser_not_the_owner(marketplace: Marketplace) -> None:
     email = f"owner-{uuid.uuid4().hex[:8]}@example.com"
-    requests.post(marketplace.url + "/auth/register", timeout=30, json={
-        "email": email, "password": "the owner's own password", "full_name": "Owner"}
-                  ).raise_for_status()
+    marketplace.register(email, "the owner's own password", "Owner")
     stranger, owner = "198.51.100.7", "203.0.113.9"
-    assert [_login(marketplace, email, f"guess {i}", stranger).status_code
+    assert [_login(marketplace, email, f"guess {i}", stranger).status
             for i in range(5)] == [401] * 5
     locked = _login(marketplace, email, "the owner's own password", stranger)
-    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
-    assert _login(marketplace, email, "the owner's own password", owner).status_code == 200
+    assert locked.status == 429 and int(locked.headers["retry-after"]) > 0
+    assert _login(marketplace, email, "the owner's own password", owner).status == 200
 
 
 def test_a_password_is_compared_exactly_as_registered(marketplace: Marketplace) -> None:
     email = f"spaced-{uuid.uuid4().hex[:8]}@example.com"
     spaced = "  spaces at both ends  "
-    registered = requests.post(marketplace.url + "/auth/register", timeout=30, json={
-        "email": email, "password": spaced, "full_name": "Spaced"})
-    assert registered.status_code == 201, registered.text
+    marketplace.register(email, spaced, "Spaced")
     address = "192.0.2.44"
-    assert _login(marketplace, email, spaced, address).status_code == 200
-    assert _login(marketplace, email, spaced.strip(), address).status_code == 401
+    assert _login(marketplace, email, spaced, address).status == 200
+    assert _login(marketplace, email, spaced.strip(), address).status == 401
 
 
 def _raw(marketplace: Marketplace, path: str, body: bytes | Iterator[bytes], token: str,

@@ -1,6 +1,6 @@
 """Traces, metrics and logs of the whole stack, over the real broker.
 
-Spans reach a tiny OTLP/HTTP receiver in the test process (`tests/otlp.py`):
+Spans reach a tiny OTLP/HTTP receiver in the test process (`tests/helpers/otlp.py`):
 the functions run in the local hosts, other processes, and export exactly as
 they would to a Collector.
 """
@@ -13,12 +13,13 @@ import secrets
 from collections import Counter
 from pathlib import Path
 
-import requests
-from conftest import ADMIN_PASSWORD, ISSUED_TOKENS, Marketplace, eventually
 from kafka import KafkaProducer
-from otlp import ReceivedSpan
 
 from shared.runtime import tracing
+from tests.helpers.client import ISSUED_TOKENS, Client
+from tests.helpers.marketplace import ADMIN_EMAIL, ADMIN_PASSWORD, Marketplace
+from tests.helpers.otlp import ReceivedSpan
+from tests.helpers.waiting import eventually
 
 CLIENT_SPAN = "c1" * 8  # the span id of the test's own traceparent
 # Every function a paid booking's events reach, and the HTTP function that started it.
@@ -80,10 +81,10 @@ def test_a_booking_is_one_trace_with_a_span_per_function(marketplace: Marketplac
 
 
 def _metrics(url: str) -> dict[str, float]:
-    answer = requests.get(url + "/metrics", timeout=10)
-    assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("text/plain")
+    answer = Client(url).call("GET", "/metrics")
+    assert answer.status == 200 and answer.headers["content-type"].startswith("text/plain")
     values: dict[str, float] = {}
-    for line in answer.text.splitlines():
+    for line in answer.body.splitlines():
         if line and not line.startswith("#"):
             name, _, value = line.rpartition(" ")
             values[name] = float(value)
@@ -168,12 +169,8 @@ def test_one_json_line_per_event_and_request_and_no_secret_in_any(
         marketplace: Marketplace) -> None:
     course = marketplace.publish(capacity=1)
     user = marketplace.register()
-    login = requests.post(marketplace.url + "/auth/login", timeout=30, json={
-        "email": "admin@marketplace.local", "password": ADMIN_PASSWORD}).json()
-    refreshed = requests.post(marketplace.url + "/auth/refresh", timeout=30, json={
-        "refresh_token": login["refresh_token"]}).json()
-    ISSUED_TOKENS.extend([login["access_token"], login["refresh_token"],
-                          refreshed["access_token"], refreshed["refresh_token"]])
+    login = marketplace.login(ADMIN_EMAIL, ADMIN_PASSWORD)  # its tokens join ISSUED_TOKENS,
+    assert marketplace.refresh(login.body["refresh_token"]).status == 200  # and these
     booking = user.book(course["course_id"])
     user.wait_status(booking, "AWAITING_PAYMENT")
     workdir = marketplace.stack.config.workdir

@@ -1,67 +1,19 @@
 """Every record the scenarios produced, produced again with the same ids, changes nothing.
 
-Also checks the wire format of everything on every topic: CONTRACT section 5.
+Also checks the wire format of everything on every topic: each record a binary-mode
+CloudEvent keyed by what orders it.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from conftest import HOLD_TTL_SECONDS, Marketplace, eventually
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, TopicPartition
 
 from shared.domain.events import REGISTRY
-from shared.runtime.routing import load
-
-IDLE_SECONDS = 2.0
-
-
-def read_everything(bootstrap: str) -> list[Any]:
-    """All records on the event topics, from the beginning, until the topics stay quiet."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             group_id=None, consumer_timeout_ms=1000)
-    partitions = [TopicPartition(topic, p) for topic in REGISTRY
-                  for p in sorted(consumer.partitions_for_topic(topic) or [])]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
-    records: list[Any] = []
-    quiet_since = time.monotonic()
-    while time.monotonic() - quiet_since < IDLE_SECONDS:
-        batch = consumer.poll(timeout_ms=200)
-        for rows in batch.values():
-            records.extend(rows)
-            quiet_since = time.monotonic()
-    consumer.close()
-    return records
-
-
-def produce_again(bootstrap: str, records: list[Any]) -> dict[TopicPartition, int]:
-    """Each record again, same partition, key, value and headers (so the same CloudEvent id)."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    replayed: dict[TopicPartition, int] = {}
-    for r in records:
-        meta = producer.send(r.topic, key=r.key, value=r.value, headers=r.headers,
-                             partition=r.partition).get(timeout=30)
-        replayed[TopicPartition(meta.topic, meta.partition)] = meta.offset
-    producer.close()
-    return replayed
-
-
-def caught_up(admin: KafkaAdminClient, positions: dict[TopicPartition, int]) -> bool:
-    """Has every consumer group committed past these offsets on the topics it reads?"""
-    reactions, _ = load()
-    for reaction in reactions:
-        if not reaction.topics:
-            continue
-        committed = admin.list_group_offsets(reaction.consumer_group).get(
-            reaction.consumer_group, {})
-        for tp, offset in positions.items():
-            if tp.topic in reaction.topics:
-                mark = committed.get(tp)
-                if mark is None or mark.offset <= offset:
-                    return False
-    return True
+from tests.helpers.broker import caught_up, produce_again, read_everything
+from tests.helpers.marketplace import HOLD_TTL_SECONDS, Marketplace
+from tests.helpers.waiting import eventually
 
 
 def snapshot(marketplace: Marketplace) -> dict[str, Any]:

@@ -7,7 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from conftest import Client, Marketplace
+
+from tests.helpers.client import Client
+from tests.helpers.marketplace import Marketplace
 
 
 def wait(user: Client, booking_id: str, status: str, timeout: int = 30
@@ -15,8 +17,8 @@ def wait(user: Client, booking_id: str, status: str, timeout: int = 30
     """The answer of one long-poll and how long it took."""
     started = time.monotonic()
     answer = user.call("GET", f"/bookings/{booking_id}?wait_for={status}&timeout={timeout}")
-    assert answer.status_code == 200, answer.text
-    return answer.json(), time.monotonic() - started
+    assert answer.status == 200, answer.body
+    return answer.body, time.monotonic() - started
 
 
 def held_booking(marketplace: Marketplace) -> tuple[Client, str]:
@@ -69,9 +71,9 @@ def test_a_bad_status_or_timeout_names_the_field(marketplace: Marketplace, query
     user = marketplace.register()
     booking_id = user.book(str(marketplace.publish(capacity=1)["course_id"]))
     answer = user.call("GET", f"/bookings/{booking_id}?{query}")
-    assert answer.status_code == 422, answer.text
-    assert answer.headers["Content-Type"] == "application/problem+json"
-    assert [e["field"] for e in answer.json()["errors"]] == [field]
+    assert answer.status == 422, answer.body
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert [e["field"] for e in answer.body["errors"]] == [field]
 
 
 def test_someone_elses_booking_is_a_404_without_waiting(marketplace: Marketplace) -> None:
@@ -79,7 +81,7 @@ def test_someone_elses_booking_is_a_404_without_waiting(marketplace: Marketplace
     stranger = marketplace.register()
     started = time.monotonic()
     answer = stranger.call("GET", f"/bookings/{booking_id}?wait_for=CONFIRMED&timeout=30")
-    assert answer.status_code == 404
+    assert answer.status == 404
     assert time.monotonic() - started < 15
     # an admin may wait on anyone's booking
     booking, _ = wait(marketplace.admin, booking_id, "AWAITING_PAYMENT")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -12,8 +11,6 @@ from typing import Any
 
 import pytest
 from elasticsearch import Elasticsearch
-from functions_framework import create_app
-from support import post
 
 from functions.index_event import indexer
 from shared.adapters import search
@@ -33,7 +30,7 @@ from shared.edge import tokens
 from shared.runtime.bootstrap import Runtime
 from shared.runtime.config import settings
 from shared.runtime.envelope import Envelope
-from shared.runtime.routing import source_path
+from tests.helpers.events import app, post
 
 TARGET = "index_event"
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -109,18 +106,9 @@ def test_a_burst_is_indexed_in_few_bulk_calls(rt: Runtime, es: Elasticsearch) ->
     events = [cloudevent(BookingRequested(booking_id=uuid.uuid4(), user_id=uuid.uuid4(),
                                           course_id=uuid.uuid4(), requested_at=T0))
               for _ in range(40)]
-    app = create_app(TARGET, str(source_path(TARGET)))
     before = indexer.flushes
-
-    def deliver(ce: dict[str, Any]) -> int:
-        headers = {f"ce-{k}": str(v) for k, v in ce.items() if k not in {"data",
-                                                                        "datacontenttype"}}
-        headers["Content-Type"] = "application/json"
-        return int(app.test_client().post("/", data=json.dumps(ce["data"]),
-                                          headers=headers).status_code)
-
     with ThreadPoolExecutor(20) as pool:
-        assert set(pool.map(deliver, events)) == {200}
+        assert set(pool.map(lambda ce: post(TARGET, ce).status_code, events)) == {200}
     assert count(es) == 40
     assert indexer.flushes - before < 40
 
@@ -177,7 +165,7 @@ def play(rt: Runtime, course: uuid.UUID, minute: int = 0) -> None:
 
 
 def get_summary(query: str = "", role: str = "admin") -> Any:
-    client = create_app("analytics", str(source_path("analytics"))).test_client()
+    client = app("analytics").test_client()
     token = tokens.issue_access(uuid.uuid4(), role, uuid.uuid4())
     return client.get(f"/analytics/summary{query}", headers={"Authorization": f"Bearer {token}"})
 
@@ -225,7 +213,7 @@ def test_the_summary_is_for_admins_with_a_valid_query(rt: Runtime, es: Elasticse
 
 
 def test_the_consistency_check_names_every_difference(rt: Runtime, es: Elasticsearch) -> None:
-    from local import consistency
+    from local.ops import consistency
 
     course = uuid.uuid4()
     play(rt, course)  # the events say what happened; the seeded bookings are still PENDING

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,19 +21,6 @@ from urllib.parse import urlparse, urlunparse
 
 import pytest
 import requests
-from examples import example
-from support import (
-    BOOKING,
-    USER,
-    app,
-    fixture,
-    outbox,
-    post,
-    row,
-    scalar,
-    seed_booking,
-    seed_course,
-)
 
 from shared import migrations
 from shared.domain.events import BookingRequested
@@ -45,16 +30,15 @@ from shared.runtime.bootstrap import Runtime
 from shared.runtime.config import Settings
 from shared.runtime.db import Database
 from shared.runtime.envelope import KafkaRecord
-from shared.runtime.reactions import unit_of_work
+from shared.runtime.unit_of_work import unit_of_work
+from tests.helpers.events import BOOKING, USER, app, fixture, post
+from tests.helpers.examples import example
+from tests.helpers.ports import accepting, free_port
+from tests.helpers.rows import outbox, row, scalar, seed_booking, seed_course
+from tests.helpers.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).parent / "functions-framework"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -71,16 +55,12 @@ def cold_reserve_ticket(rt: Runtime, tmp_path: Path) -> Iterator[str]:
             [str(CLI), "--target", "reserve_ticket", "--source", "functions/reserve_ticket.py",
              "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    def listening() -> bool:
+        assert process.poll() is None, log.read_text()  # it died: say why
+        return accepting(port)
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert process.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "the function did not open its port"
-                time.sleep(0.02)
+        eventually(listening, timeout=30, interval=0.02, what="reserve_ticket's port open")
         yield f"http://127.0.0.1:{port}/"
     finally:
         process.terminate()
@@ -188,9 +168,8 @@ def test_the_first_publish_does_not_wait_for_the_producer_and_keeps_the_order(
     assert scalar(rt, "SELECT count(*) FROM outbox WHERE published_at IS NULL") == 3
 
     producer.started.set()
-    deadline = time.monotonic() + 10
-    while len(producer.sent) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    eventually(lambda: list(producer.sent), lambda sent: len(sent) >= 3, timeout=10,
+               interval=0.01, what="the three events sent")
     assert producer.sent == ids  # in the order they were committed
     with unit_of_work("/test", cold) as uow:  # warm now: published before it returns
         ids.append(uow.emit(example(BookingRequested)).id)
@@ -201,12 +180,13 @@ def test_the_first_publish_does_not_wait_for_the_producer_and_keeps_the_order(
 
 STOP_AFTER_FIRST_PUBLISH = """
 import sys, time
-from examples import example
+
+from tests.helpers.examples import example
 from shared.domain.events import BookingRequested
 from shared.runtime.bootstrap import Runtime
 from shared.runtime.config import Settings
 from shared.runtime.db import Database
-from shared.runtime.reactions import unit_of_work
+from shared.runtime.unit_of_work import unit_of_work
 
 class Producer:
     def warm(self) -> None:
@@ -226,7 +206,7 @@ sys.exit(0)  # scaled back to zero right after its first answer
 def test_a_process_stopping_after_its_first_event_sends_and_marks_what_it_committed(
         rt: Runtime) -> None:
     """Else the relay's next tick finds the rows, and pays for kafka-python to re-send them."""
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", STOP_AFTER_FIRST_PUBLISH], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

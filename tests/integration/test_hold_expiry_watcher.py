@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +11,7 @@ from functions import hold_expiry_watcher
 from shared.domain import holds
 from shared.runtime.bootstrap import Runtime
 from shared.runtime.envelope import Envelope
+from tests.helpers.waiting import eventually
 
 
 def test_an_expired_hold_key_becomes_reservation_expired(rt: Runtime, redis_url: str) -> None:
@@ -27,10 +27,12 @@ def test_an_expired_hold_key_becomes_reservation_expired(rt: Runtime, redis_url:
         deadline = holds.deadline(now, 0) + timedelta(milliseconds=200)
         holds.open_hold(rt.redis, booking, deadline, now)
         rt.redis.set("someone-elses-key", b"x", px=50)  # not a hold: ignored
-        limit = time.monotonic() + 10
-        while not seen and time.monotonic() < limit:
+
+        def noticed() -> list[Envelope[Any]]:
             rt.redis.exists(holds.key(booking, deadline))  # an access makes Redis expire it now
-            time.sleep(0.05)
+            return seen
+
+        eventually(noticed, timeout=10, interval=0.05, what="the hold's expiry noticed")
     finally:
         stop.set()
         watcher.join(5)

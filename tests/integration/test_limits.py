@@ -13,12 +13,13 @@ from typing import Any
 
 import flask
 import pytest
-from support import USER, app, scalar, seed_course
 
 from shared.adapters import passwords
 from shared.edge import limits, tokens
 from shared.runtime.bootstrap import Runtime
 from shared.runtime.config import Settings
+from tests.helpers.events import USER, app
+from tests.helpers.rows import scalar, seed_course
 
 
 def client(target: str, address: str) -> Any:

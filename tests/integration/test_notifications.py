@@ -19,8 +19,6 @@ from typing import Any
 import pytest
 import requests
 from botocore.exceptions import ClientError
-from functions_framework import create_app
-from support import AUTHOR, BOOKING, COURSE, USER, post, row, seed_booking, seed_course
 
 from shared.adapters import aws, mail
 from shared.domain.events import (
@@ -37,7 +35,8 @@ from shared.edge import tokens
 from shared.runtime.bootstrap import Runtime
 from shared.runtime.config import settings
 from shared.runtime.envelope import Envelope
-from shared.runtime.routing import source_path
+from tests.helpers.events import AUTHOR, BOOKING, COURSE, USER, app, post
+from tests.helpers.rows import row, seed_booking, seed_course
 
 TARGET = "send_notifications"
 TICKET = uuid.UUID("d0000000-0000-4000-8000-000000000001")
@@ -293,7 +292,7 @@ def test_users_list_their_own_notifications(rt: Runtime, aws_env: str) -> None:
         user_id=other, email="other@example.com", full_name="Other", role="user",
         registered_at=NOW))).status_code == 200
 
-    client = create_app("my_notifications", str(source_path("my_notifications"))).test_client()
+    client = app("my_notifications").test_client()
     token = tokens.issue_access(USER, "user", uuid.uuid4())
     answer = client.get("/users/me/notifications?size=1",
                         headers={"Authorization": f"Bearer {token}"})

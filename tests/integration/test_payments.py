@@ -9,25 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import stripe
-from support import BOOKING, COURSE, USER, app, fixture, outbox, post, row, scalar, seed_course
 
 from functions import reconcile_payments
-from local import embedded
+from local.stack import embedded
 from shared.domain import payments
 from shared.domain.payments import payment_id_for
 from shared.edge import tokens
 from shared.runtime.bootstrap import Runtime
+from tests.helpers.events import BOOKING, COURSE, USER, app, fixture, post
+from tests.helpers.listeners import Listener, Received
+from tests.helpers.ports import free_port
+from tests.helpers.rows import outbox, row, scalar, seed_course
+from tests.helpers.servers import start_or_exit
 
 SECRET = "whsec_test_" + "s" * 24
 PAYMENT = payment_id_for(BOOKING)
@@ -41,46 +42,31 @@ class Webhook:
     signature: str
 
 
-class WebhookRecorder:
+def webhook(request: Received) -> Webhook:
+    event = json.loads(request.body)
+    return Webhook(event["type"], event["data"]["object"]["id"], request.body,
+                   request.headers["Stripe-Signature"])
+
+
+class WebhookRecorder(Listener):
     """Where the fake posts its webhooks: kept for the test to deliver as it likes."""
 
-    def __init__(self) -> None:
-        self.received: list[Webhook] = []
-        recorder = self
+    def webhook(self, type_: str, intent: str, timeout: float = 10) -> Webhook:
+        """The first webhook of this type for this intent, once the fake has sent it."""
+        def wanted(request: Received) -> bool:
+            hook = webhook(request)
+            return (hook.type, hook.intent) == (type_, intent)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                event = json.loads(body)
-                recorder.received.append(Webhook(event["type"], event["data"]["object"]["id"],
-                                                 body, self.headers["Stripe-Signature"]))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait(self, type_: str, intent: str, timeout: float = 10) -> Webhook:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for hook in self.received:
-                if (hook.type, hook.intent) == (type_, intent):
-                    return hook
-            time.sleep(0.02)
-        raise AssertionError(f"no {type_} webhook for {intent} within {timeout} s")
+        return webhook(self.wait(wanted, timeout, what=f"a {type_} webhook for {intent}"))
 
 
 @pytest.fixture(scope="session")
 def fake_stripe(workdir: Path) -> Iterator[tuple[str, WebhookRecorder]]:
-    recorder = WebhookRecorder()
-    server = embedded.start_payments(workdir, recorder.url, SECRET)
-    yield server.url, recorder
-    server.stop()
-    recorder.server.shutdown()
+    with WebhookRecorder() as recorder:
+        server = start_or_exit(lambda: embedded.start_payments(workdir, recorder.url + "/",
+                                                               SECRET))
+        yield server.url, recorder
+        server.stop()
 
 
 @pytest.fixture
@@ -92,7 +78,7 @@ def paying(rt: Runtime, fake_stripe: tuple[str, WebhookRecorder]) -> WebhookReco
                                       stripe_webhook_secrets=("whsec_old_" + "o" * 24, SECRET),
                                       payment_reconcile_after_seconds=0)
     rt._provider = None
-    recorder.received.clear()
+    recorder.clear()
     return recorder
 
 
@@ -163,7 +149,7 @@ def test_a_card_that_pays_confirms_the_booking_through_the_webhook(
     assert booking_status(rt) == "AWAITING_PAYMENT"  # the answer settles nothing
     assert outbox(rt, "payment.succeeded") == []
 
-    hook = paying.wait("payment_intent.succeeded", body["provider_payment_id"])
+    hook = paying.webhook("payment_intent.succeeded", body["provider_payment_id"])
     assert deliver(hook).get_json() == {"received": True, "outcome": "succeeded"}
     assert payment(rt)["status"] == "SUCCEEDED"
     assert relay(rt, "payment.succeeded", "settle_booking") == [200]
@@ -174,7 +160,7 @@ def test_a_declined_card_cancels_the_booking(rt: Runtime, paying: WebhookRecorde
     awaiting_payment(rt)
     answer = pay("pm_card_chargeDeclined")
     assert answer.status_code == 202
-    hook = paying.wait("payment_intent.payment_failed", answer.get_json()["provider_payment_id"])
+    hook = paying.webhook("payment_intent.payment_failed", answer.get_json()["provider_payment_id"])
     assert deliver(hook).get_json()["outcome"] == "failed"
     assert payment(rt)["status"] == "FAILED"
     relay(rt, "payment.failed", "settle_booking")
@@ -203,7 +189,7 @@ def test_the_client_can_confirm_with_the_client_secret(
     intent_id = body["provider_payment_id"]
     provider(rt).v1.payment_intents.update(intent_id, params={"payment_method": "pm_card_visa"})
     provider(rt).v1.payment_intents.confirm(intent_id)
-    deliver(paying.wait("payment_intent.succeeded", intent_id))
+    deliver(paying.webhook("payment_intent.succeeded", intent_id))
     assert payment(rt)["status"] == "SUCCEEDED"
     # Asking again returns the same intent.
     assert pay(method=None).status_code == 409
@@ -243,7 +229,7 @@ def test_money_that_comes_after_the_hold_is_refunded_at_the_provider(
     [event] = outbox(rt, "payment.refunded")
     assert event["data"]["reason"] == "booking_expired"
     # The webhook that comes late changes nothing more.
-    assert deliver(paying.wait("payment_intent.succeeded", intent_id)).get_json()[
+    assert deliver(paying.webhook("payment_intent.succeeded", intent_id)).get_json()[
         "outcome"] == "unchanged"
     assert booking_status(rt) == "EXPIRED"
 
@@ -251,7 +237,7 @@ def test_money_that_comes_after_the_hold_is_refunded_at_the_provider(
 def test_a_duplicate_webhook_is_200_and_changes_nothing(
         rt: Runtime, paying: WebhookRecorder) -> None:
     awaiting_payment(rt)
-    hook = paying.wait("payment_intent.succeeded", pay().get_json()["provider_payment_id"])
+    hook = paying.webhook("payment_intent.succeeded", pay().get_json()["provider_payment_id"])
     assert deliver(hook).status_code == 200
     again = deliver(hook)
     assert again.status_code == 200 and again.get_json()["outcome"] == "duplicate"
@@ -269,7 +255,7 @@ def test_a_failure_that_arrives_after_the_success_moves_nothing_back(
         rt: Runtime, paying: WebhookRecorder) -> None:
     awaiting_payment(rt)
     intent_id = pay().get_json()["provider_payment_id"]
-    succeeded = paying.wait("payment_intent.succeeded", intent_id)
+    succeeded = paying.webhook("payment_intent.succeeded", intent_id)
     # An earlier attempt's failure, delivered after the success (no order is promised).
     event = json.loads(succeeded.body)
     event["id"], event["type"] = "evt_earlier_failure", "payment_intent.payment_failed"
@@ -285,7 +271,7 @@ def test_a_webhook_for_our_intent_with_another_amount_changes_nothing(
         rt: Runtime, paying: WebhookRecorder) -> None:
     awaiting_payment(rt)
     intent_id = pay().get_json()["provider_payment_id"]
-    event = json.loads(paying.wait("payment_intent.succeeded", intent_id).body)
+    event = json.loads(paying.webhook("payment_intent.succeeded", intent_id).body)
     event["id"] = "evt_other_amount"
     event["data"]["object"]["amount"] = 1
     assert deliver(signed(event)).get_json()["outcome"] == "mismatch"
@@ -300,7 +286,7 @@ def test_a_webhook_for_an_intent_we_did_not_make_changes_nothing(
         "amount": 4900, "currency": "eur", "payment_method": "pm_card_visa",
         "metadata": {"payment_id": str(uuid.uuid4())}})
     provider(rt).v1.payment_intents.confirm(stranger.id)
-    answer = deliver(paying.wait("payment_intent.succeeded", stranger.id))
+    answer = deliver(paying.webhook("payment_intent.succeeded", stranger.id))
     assert answer.status_code == 200 and answer.get_json()["outcome"] == "not_ours"
     assert payment(rt)["status"] == "REQUIRES_PAYMENT" and outbox(rt, "payment.succeeded") == []
 
@@ -309,7 +295,7 @@ def test_a_webhook_for_an_intent_we_did_not_make_changes_nothing(
 def test_a_bad_signature_is_a_400_and_records_nothing(
         rt: Runtime, paying: WebhookRecorder, signature: str) -> None:
     awaiting_payment(rt)
-    hook = paying.wait("payment_intent.succeeded", pay().get_json()["provider_payment_id"])
+    hook = paying.webhook("payment_intent.succeeded", pay().get_json()["provider_payment_id"])
     answer = deliver(hook, signature=signature)
     assert answer.status_code == 400 and answer.mimetype == "application/problem+json"
     assert "signature" in answer.get_json()["detail"]
@@ -390,7 +376,7 @@ def test_a_retried_cancel_with_its_key_gets_the_first_answer(
 
 
 def _closed_port() -> int:
-    return embedded._free_port()
+    return free_port()  # nobody listens on it
 
 
 

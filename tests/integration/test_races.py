@@ -7,11 +7,11 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from support import COURSE, fixture, outbox, post, row, scalar, seed_booking, seed_course
-from support import ticket_counts as counts
-
 from shared.domain import holds, payments
 from shared.runtime.bootstrap import Runtime
+from tests.helpers.events import COURSE, fixture, post
+from tests.helpers.rows import outbox, row, scalar, seed_booking, seed_course
+from tests.helpers.rows import ticket_counts as counts
 
 
 def race(calls: list[Callable[[], object]]) -> list[object]:
@@ -109,7 +109,7 @@ def test_paying_while_the_payment_opens_finds_the_one_payment(rt: Runtime) -> No
         try:
             with rt.db.transaction() as tx:
                 payment = payments.open_payment_row(tx, booking)
-                return None if payment is None else payment["payment_id"]
+                return None if payment is None else payment.payment_id
         except Exception as exc:  # what the test is about: reported, not lost in a thread
             return exc
 

@@ -6,22 +6,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from support import (
-    BOOKING,
-    USER,
-    fixture,
-    outbox,
-    post,
-    row,
-    scalar,
-    seed_booking,
-    seed_course,
-    ticket_counts,
-)
 
 from shared.domain import holds
 from shared.domain.payments import payment_id_for
 from shared.runtime.bootstrap import Runtime
+from tests.helpers.events import BOOKING, USER, fixture, post
+from tests.helpers.rows import outbox, row, scalar, seed_booking, seed_course, ticket_counts
 
 
 def booking(rt: Runtime) -> dict[str, object]:

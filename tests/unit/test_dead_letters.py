@@ -4,8 +4,6 @@ migrations' function bodies."""
 from __future__ import annotations
 
 import base64
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from shared.domain.dead_letters import (
 )
 from shared.domain.events import DEAD_LETTER_TOPIC
 from shared.runtime.routing import Reaction
+from tests.helpers.listeners import Listener
 
 
 def b64(text: str) -> str:
@@ -123,37 +122,6 @@ def test_only_a_declared_event_fed_function_is_an_address() -> None:
     for function, event_type, given, why in refusals:
         with pytest.raises(NotRoutable, match=why):
             destination(function, event_type, REACTIONS, given)
-
-
-class Listener:
-    """An HTTP server on 127.0.0.1 that records every request and answers as it is told."""
-
-    def __init__(self, status: int = 200, headers: dict[str, str] | None = None) -> None:
-        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
-        listener = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                listener.requests.append(("POST", self.path, dict(self.headers), body))
-                self.send_response(status)
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_GET = do_POST
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def dead_row() -> dict[str, object]:

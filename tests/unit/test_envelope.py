@@ -6,7 +6,6 @@ import json
 
 import pytest
 from cloudevents.http import from_http
-from examples import EVENTS
 from pydantic import BaseModel
 
 from shared.domain.events import REGISTRY, Event
@@ -20,6 +19,7 @@ from shared.runtime.envelope import (
     to_http_structured,
     to_kafka,
 )
+from tests.helpers.examples import EVENTS
 
 IDS = [e.topic for e in EVENTS]
 

@@ -7,10 +7,10 @@ from uuid import UUID
 
 import jsonschema
 import pytest
-from examples import EVENTS
 
 from shared.domain import schemas
 from shared.domain.events import REGISTRY, Event
+from tests.helpers.examples import EVENTS
 
 
 def test_committed_schemas_match_the_models() -> None:

@@ -1,0 +1,1 @@
+"""Fault injection: the saga under load while each part of the stack fails (`make chaos`)."""

@@ -1,0 +1,1 @@
+"""The deployment generators: the Knative manifests and docker-compose's secrets."""

@@ -1,0 +1,1 @@
+"""Measurement: the load generator, the benchmark, the cold-start and broker-growth tools."""

@@ -1,0 +1,1 @@
+"""Operator commands: the consistency check and the dead letters, from a terminal."""
