@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser run test test-unit test-integration test-e2e lint docs schemas bench chaos cold-start demo consistency manifests migrate dead-letters redrive compose-env clean
+.PHONY: install browser run test test-unit test-integration test-e2e lint verify docs schemas bench chaos cold-start demo consistency manifests migrate dead-letters redrive compose-env clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ test-integration: install
 
 test-e2e: install
 	$(BIN)/python -m pytest tests/e2e
+
+# The saga, model-checked (tests/verify): explores for VERIFY_SECONDS; VERIFY_SEED replays one.
+verify: install
+	VERIFY_SECONDS=$${VERIFY_SECONDS:-300} $(BIN)/python -m pytest tests/verify -p no:cacheprovider -q
 
 lint: install
 	$(BIN)/ruff check .

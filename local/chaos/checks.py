@@ -105,6 +105,19 @@ def _expected(session: load.SessionRecord, row: dict[str, Any]) -> bool:
     return (status, reason) == ("EXPIRED", "hold_expired")
 
 
+def _unexpected(wrong: list[load.SessionRecord], rows: dict[str, dict[str, Any]]) -> str:
+    """How the unexpected ones ended, counted by (behaviour, too late, status, reason, payment)."""
+    if not wrong:
+        return ""
+    kinds: dict[str, int] = {}
+    for s in wrong:
+        r = rows[str(s.booking_id)]
+        kind = (f"{s.behaviour}{' (too late)' if s.too_late else ''} ended {r['status']}"
+                f" {r['reason']} with payment {r['payment']}")
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return "; unexpected: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+
+
 def outcomes(db: Database, result: load.LoadResult) -> list[Check]:
     with db.transaction() as tx:
         rows = {str(r["booking_id"]): r for r in tx.all(
@@ -129,7 +142,8 @@ def outcomes(db: Database, result: load.LoadResult) -> list[Check]:
               " final state (or were never accepted)"),
         Check("every booking ended as its client acted", len(wrong),
               f"{len(sessions) - len(wrong) - len(lost)} as expected; {by_end}"
-              + (f"; {late} paid or cancelled after the hold ran out" if late else "")),
+              + (f"; {late} paid or cancelled after the hold ran out" if late else "")
+              + _unexpected(wrong, rows)),
         Check("no client saw an unexpected answer", len(confused),
               confused[0].error or "" if confused else "0 sessions with an error"),
         Check("duplicated", len(extra) + len(twice),
