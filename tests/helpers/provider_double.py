@@ -87,5 +87,6 @@ class ProviderDouble:
 
     def received(self) -> int:
         """Money taken minus money given back."""
-        taken = sum(i["amount"] for i in self.intents.values() if i["status"] == "succeeded")
-        return taken - sum(self.intents[i]["amount"] for i in self.refunds)
+        taken = sum(int(i["amount"]) for i in self.intents.values()
+                    if i["status"] == "succeeded")
+        return taken - sum(int(self.intents[i]["amount"]) for i in self.refunds)

@@ -23,7 +23,7 @@ answer is read as KafkaSource reads it: 2xx done, a retryable answer (5xx, 404,
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,7 @@ class Delivery:
     number: int
     target: str
     record: KafkaRecord
+    partition: int = 0
     answers: list[int] = field(default_factory=list)
 
     @property
@@ -60,7 +61,7 @@ class Delivery:
 
     @property
     def lane(self) -> tuple[str, str, int]:
-        return (self.target, self.record.topic, zlib.crc32(self.record.key) % PARTITIONS)
+        return (self.target, self.record.topic, self.partition)
 
     def __str__(self) -> str:
         return f"{self.record.topic}#{self.number} to {self.target}"
@@ -89,7 +90,12 @@ class _Relay:
 class SagaDriver:
     """The broker, in process; also a Producer (`send_all`) for the runtime."""
 
-    def __init__(self, rt: Runtime, targets: Iterable[str] | None = None) -> None:
+    def __init__(self, rt: Runtime, targets: Iterable[str] | None = None,
+                 partition: Callable[[bytes], int] | None = None) -> None:
+        """`partition` maps a record key to its partition: by default a hash, as a
+        producer's; a model passes one that does not depend on random ids, so that a
+        seed replays the same lanes."""
+        self.partition = partition or (lambda key: zlib.crc32(key) % PARTITIONS)
         reactions, _ = load()
         wanted = set(targets) if targets is not None else None
         self.reactions: list[Reaction] = [
@@ -123,7 +129,8 @@ class SagaDriver:
         for reaction in self.reactions:
             if record.topic not in reaction.topics:
                 continue
-            delivery = Delivery(self.records, reaction.target, record)
+            delivery = Delivery(self.records, reaction.target, record,
+                                self.partition(record.key))
             if reaction.ordering == "unordered":
                 self.unordered.append(delivery)
             else:
