@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.adapters import stripe_provider
 from shared.domain import bookings as booking_machine
-from shared.domain import holds, payments, timeline
+from shared.domain import holds, payments, tickets, timeline
 from shared.domain.bookings import CANCELLABLE, TERMINAL, BookingStatus
 from shared.domain.events import BookingCancelled, BookingRequested, PaymentSucceeded
 from shared.domain.machines import literal_of
@@ -344,6 +344,7 @@ def cancel(booking_id: uuid.UUID, caller: Caller, raw: flask.Request) -> Reply[A
         holds.close_hold(uow.redis, booking["booking_id"], booking["hold_expires_at"],
                          booking["trace_context"])
         booking_machine.cancel(uow.tx, booking["booking_id"], "user_cancelled")
+        tickets.release(uow.tx, booking["booking_id"])  # none yet, if it was still PENDING
         uow.emit(BookingCancelled(
             booking_id=booking["booking_id"], user_id=booking["user_id"],
             course_id=booking["course_id"], ticket_id=booking["ticket_id"],

@@ -1,10 +1,11 @@
-"""The hold ran out: the booking expires (once, whichever path noticed first)."""
+"""The hold ran out: the booking expires and its ticket goes back on sale (once, whichever
+path noticed first)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from shared.domain import bookings
+from shared.domain import bookings, tickets
 from shared.domain.bookings import BookingStatus
 from shared.domain.events import BookingExpired, ReservationExpired
 from shared.runtime.errors import TransientError
@@ -27,6 +28,7 @@ def expire_booking(event: ReservationExpired, uow: UnitOfWork) -> Emitted:
     if event.hold_expires_at > uow.now + CLOCK_TOLERANCE:
         raise TransientError(f"hold of {event.booking_id} runs until {event.hold_expires_at}")
     bookings.expire(uow.tx, event.booking_id)
+    tickets.release(uow.tx, event.booking_id)
     return BookingExpired(
         booking_id=event.booking_id, user_id=booking.user_id, course_id=booking.course_id,
         ticket_id=booking.ticket_id, hold_expired_at=event.hold_expires_at,

@@ -1,4 +1,5 @@
-"""The payment came back: confirm or cancel the booking, or ask back money that came too late.
+"""The payment came back: confirm the booking and sell its ticket, or cancel it and put the
+ticket back on sale, or ask back money that came too late.
 
 Believes no event blindly: a `payment.succeeded` confirms only when our
 payment row (moved only by the provider's word) says SUCCEEDED for the same
@@ -9,7 +10,7 @@ forged event posted to this function, or produced onto its topic, ends.
 
 from __future__ import annotations
 
-from shared.domain import bookings, holds, payments
+from shared.domain import bookings, holds, payments, tickets
 from shared.domain.bookings import BookingStatus
 from shared.domain.events import (
     BookingCancelled,
@@ -51,6 +52,7 @@ def settle_booking(event: PaymentSucceeded | PaymentFailed, uow: UnitOfWork) -> 
         if not waiting:
             return None
         bookings.cancel(uow.tx, event.booking_id, "payment_failed")
+        tickets.release(uow.tx, event.booking_id)
         return BookingCancelled(
             booking_id=event.booking_id, user_id=booking.user_id,
             course_id=booking.course_id, ticket_id=booking.ticket_id,
@@ -60,6 +62,7 @@ def settle_booking(event: PaymentSucceeded | PaymentFailed, uow: UnitOfWork) -> 
     if waiting:
         assert booking.ticket_id is not None  # held for payment, so holding its ticket
         bookings.confirm(uow.tx, event.booking_id)
+        tickets.sell(uow.tx, event.booking_id)
         return BookingConfirmed(
             booking_id=event.booking_id, user_id=booking.user_id,
             course_id=booking.course_id, ticket_id=booking.ticket_id,

@@ -99,7 +99,7 @@ def _server(stack: Stack, name: str) -> Any:
 
 
 def _slow(stack: Stack, faults_file: Path) -> None:
-    faults.slow_down(faults_file, "/open-hold", SLOW_SECONDS, for_seconds=15.0)
+    faults.slow_down(faults_file, "/reserve-ticket", SLOW_SECONDS, for_seconds=15.0)
 
 
 def _drop_webhooks(stack: Stack, faults_file: Path) -> None:
@@ -114,7 +114,7 @@ ALL_FAULTS = [
           FREEZE_SECONDS, lambda stack: _server(stack, "kafka").thaw()),
     Fault("PostgreSQL restarted (fast)", lambda stack, _: _server(stack, "postgres").restart()),
     Fault("Redis restarted empty", lambda stack, _: _server(stack, "redis").restart()),
-    Fault("open_hold slower than the timeout", _slow, 15.0),
+    Fault("reserve_ticket slower than the timeout", _slow, 15.0),
     Fault(f"provider webhooks dropped {WEBHOOKS_DROPPED_SECONDS:g} s", _drop_webhooks,
           WEBHOOKS_DROPPED_SECONDS),
 ]

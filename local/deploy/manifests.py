@@ -89,17 +89,13 @@ SECRETS_OF: dict[str, tuple[str, ...]] = {
     "hold_expiry_watcher": (REDIS_URL,),  # Redis notifications in, K_SINK out
     "index_event": (*RUNTIME, ELASTICSEARCH_URL),
     "my_notifications": RUNTIME,
-    "open_hold": RUNTIME,
-    "open_payment": RUNTIME,
     "reconcile_payments": (*RUNTIME, STRIPE_API_KEY),  # asks the provider about its intents
     "record_dead_letter": RUNTIME,
     "refund_payment": (*RUNTIME, STRIPE_API_KEY),
-    "reject_booking": RUNTIME,
     "relay_outbox": RUNTIME,
     "reserve_ticket": RUNTIME,
     "send_notifications": (*RUNTIME, *AWS),  # SES mail and SNS texts
     "settle_booking": RUNTIME,
-    "settle_ticket": RUNTIME,
     "stripe_webhook": (*RUNTIME, STRIPE_WEBHOOK_SECRET),  # checks the provider's signature
     "sweep_expired_holds": RUNTIME,
     "users": (*RUNTIME, *AWS),  # avatars in S3
@@ -153,8 +149,7 @@ INGRESS = "marketplace"
 # A booking's happy path passes these topics once each: their consumers are
 # the busiest, so their KafkaSources scale consumers on lag with KEDA (from 1 up
 # to the partition count; KEDA then owns `spec.consumers`, see kafka_source()).
-HOT_TOPICS = frozenset({"booking.requested", "ticket.reserved", "payment.requested",
-                        "payment.succeeded", "booking.confirmed"})
+HOT_TOPICS = frozenset({"booking.requested", "payment.succeeded", "booking.confirmed"})
 KEDA_LAG_THRESHOLD = "20"
 
 KAFKA_SINK_API = "eventing.knative.dev/v1alpha1"

@@ -28,10 +28,7 @@ from shared.domain.events import (
     BookingRequested,
     Event,
     PaymentRefundRequested,
-    PaymentRequested,
     PaymentSucceeded,
-    TicketReserved,
-    TicketUnavailable,
     UserRegistered,
 )
 from shared.domain.holds import deadline, expiry_event
@@ -138,25 +135,10 @@ def reserve_ticket(tx: Tx, w: World) -> Request:
                                    requested_at=datetime.now(UTC)))
 
 
-def reject_booking(tx: Tx, w: World) -> Request:
-    booking, _ = _booking(tx, w, "PENDING", ticket=False)
-    return _event(TicketUnavailable(booking_id=booking, course_id=w.course, user_id=w.user,
-                                    reason="sold_out"))
 
 
-def open_hold(tx: Tx, w: World) -> Request:
-    booking, ticket = _booking(tx, w, "PENDING", ticket=True)
-    assert ticket is not None
-    return _event(TicketReserved(booking_id=booking, ticket_id=ticket, course_id=w.course,
-                                 user_id=w.user, amount_cents=PRICE, currency=CURRENCY))
 
 
-def open_payment(tx: Tx, w: World) -> Request:
-    hold = deadline(datetime.now(UTC), 600)
-    booking, _ = _booking(tx, w, "AWAITING_PAYMENT", ticket=True, hold=hold)
-    return _event(PaymentRequested(payment_id=payment_id_for(booking), booking_id=booking,
-                                   user_id=w.user, amount_cents=PRICE, currency=CURRENCY,
-                                   hold_expires_at=hold))
 
 
 def settle_booking(tx: Tx, w: World) -> Request:
@@ -182,8 +164,6 @@ def _confirmed(tx: Tx, w: World) -> BookingConfirmed:
                             currency=CURRENCY)
 
 
-def settle_ticket(tx: Tx, w: World) -> Request:
-    return _event(_confirmed(tx, w))
 
 
 def send_notifications(tx: Tx, w: World) -> Request:
@@ -258,9 +238,8 @@ def _json(method: str, path: str, headers: dict[str, str], body: object | None =
 
 
 CASES: dict[str, Case] = {
-    "reserve_ticket": reserve_ticket, "reject_booking": reject_booking, "open_hold": open_hold,
-    "open_payment": open_payment, "settle_booking": settle_booking,
-    "expire_booking": expire_booking, "settle_ticket": settle_ticket,
+    "reserve_ticket": reserve_ticket, "settle_booking": settle_booking,
+    "expire_booking": expire_booking,
     "cancel_open_payment": cancel_open_payment, "create_profile": create_profile,
     "send_notifications": send_notifications, "index_event": index_event,
     "record_dead_letter": record_dead_letter,

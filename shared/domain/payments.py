@@ -53,7 +53,7 @@ class PaymentStatus(StrEnum):
 
 
 _S = PaymentStatus
-_OPENED_BY = ("functions.open_payment:open_payment", "functions.bookings:pay")
+_OPENED_BY = ("functions.reserve_ticket:reserve_ticket", "functions.bookings:pay")
 # Where the provider's word is applied (`apply_provider_word`).
 _PROVIDER_WORD = ("functions.stripe_webhook:receive_stripe_event",
                   "functions.reconcile_payments:reconcile",
@@ -63,7 +63,7 @@ PAYMENT = Machine(
     statuses=PaymentStatus,
     terminal=frozenset({_S.REFUNDED}),
     moves=(
-        Move(None, _S.REQUIRES_PAYMENT, "payment.requested or POST /bookings/{id}/payment",
+        Move(None, _S.REQUIRES_PAYMENT, "booking.requested or POST /bookings/{id}/payment",
              _OPENED_BY),
         Move(None, _S.CANCELLED, "the same, for a booking no longer awaiting payment",
              _OPENED_BY),
@@ -144,8 +144,8 @@ def read(tx: Tx, payment_id: uuid.UUID) -> Payment | None:
 def open_payment_row(tx: Tx, booking_id: uuid.UUID) -> Payment | None:
     """Make sure the booking's payment exists; returns it locked, or None without a booking.
 
-    Whoever comes first opens it (the reaction to payment.requested, or the
-    user paying right away). A booking that is no longer waiting gets a payment
+    Whoever comes first opens it (reserve_ticket, as it opens the hold, or the
+    user paying before that committed). A booking that is no longer waiting gets a payment
     that is already cancelled, so it can never be charged.
     """
     booking = bookings.share(tx, booking_id)

@@ -2,9 +2,9 @@
 
 A ticket is reserved for at most one booking at a time (a unique index on
 `tickets.booking_id`, and the CHECK that only an AVAILABLE ticket has none),
-so it is never sold twice. Its moves follow its booking's: reserved when the
-booking is requested, sold when it is confirmed, back on sale when it ends
-otherwise.
+so it is never sold twice. Its moves follow its booking's, in the same
+transaction: reserved (and held) when the booking is requested, sold when it is
+confirmed, back on sale when it ends otherwise.
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ TICKET = Machine(
         Move(None, _S.AVAILABLE, "POST /courses", ("functions.catalogue:publish_course",)),
         Move(_S.AVAILABLE, _S.RESERVED, "booking.requested",
              ("functions.reserve_ticket:reserve_ticket",)),
-        Move(_S.RESERVED, _S.SOLD, "booking.confirmed", ("functions.settle_ticket:settle_ticket",)),
-        Move(_S.RESERVED, _S.AVAILABLE, "booking.cancelled or booking.expired",
-             ("functions.settle_ticket:settle_ticket",)),
+        Move(_S.RESERVED, _S.SOLD, "payment.succeeded",
+             ("functions.settle_booking:settle_booking",)),
+        Move(_S.RESERVED, _S.AVAILABLE, "payment.failed, reservation.expired or a cancel",
+             ("functions.settle_booking:settle_booking", "functions.expire_booking:expire_booking",
+              "functions.bookings:cancel")),
     ),
 )
 TERMINAL = TICKET.terminal

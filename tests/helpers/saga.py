@@ -10,7 +10,7 @@ CloudEvents mode to the same functions-framework apps the hosts serve, and the
 answer is read as KafkaSource reads it: 2xx done, a retryable answer (5xx, 404,
 408, 409, 429) stays pending, any other 4xx goes to the dead letter.
 
-    driver = SagaDriver(rt, targets={"reserve_ticket", "open_hold", ...})
+    driver = SagaDriver(rt, targets={"reserve_ticket", "settle_booking", ...})
     driver.pending()          # what may happen next
     driver.deliver(0)         # that one happens
     driver.redeliver(3)       # an already-delivered one again (the same CloudEvent id)
@@ -107,6 +107,7 @@ class SagaDriver:
         self.dead_letters: list[Delivery] = []
         self.records = 0
         self._crash = False
+        self.crashed: list[str] = []  # the topics of the last publish that crashed
         rt.publisher = self
         rt._producer_ready = True
         rt._marks = _SyncMarks(rt.database)
@@ -116,6 +117,7 @@ class SagaDriver:
     def send_all(self, records: list[KafkaRecord]) -> None:
         if self._crash:
             self._crash = False
+            self.crashed = [r.topic for r in records]
             raise Crashed("crashed after commit, before publish")
         for record in records:
             self.offer(record)

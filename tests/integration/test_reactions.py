@@ -10,7 +10,7 @@ import pytest
 from shared.domain import holds
 from shared.domain.payments import payment_id_for
 from shared.runtime.bootstrap import Runtime
-from tests.helpers.events import BOOKING, USER, fixture, post
+from tests.helpers.events import BOOKING, fixture, post
 from tests.helpers.rows import outbox, row, scalar, seed_booking, seed_course, ticket_counts
 
 
@@ -47,16 +47,31 @@ def awaiting_payment(rt: Runtime, expires_in: timedelta = timedelta(minutes=10))
 
 
 @pytest.mark.parametrize("mode", ["binary", "structured"])
-def test_reserve_ticket_reserves_one_ticket_and_says_so(rt: Runtime, mode: str) -> None:
+def test_reserve_ticket_reserves_one_ticket_holds_it_and_opens_its_payment(
+        rt: Runtime, mode: str) -> None:
     seed_course(rt, capacity=3, price_cents=4900)
     seed_booking(rt)
     assert post("reserve_ticket", fixture("booking.requested"), mode).status_code == 200
     assert ticket_counts(rt) == {"AVAILABLE": 2, "RESERVED": 1, "SOLD": 0}
-    [event] = outbox(rt)
-    assert event["topic"] == "ticket.reserved"
+    assert [e["topic"] for e in outbox(rt)] == ["ticket.reserved", "payment.requested"]
+    [event] = outbox(rt, "ticket.reserved")
     assert event["data"]["amount_cents"] == 4900 and event["data"]["currency"] == "EUR"
     assert event["headers"]["ce_source"] == "/marketplace/functions/reserve-ticket"
-    assert booking(rt)["amount_cents"] == 4900
+    found = booking(rt)
+    assert found["amount_cents"] == 4900 and found["status"] == "AWAITING_PAYMENT"
+    expires = found["hold_expires_at"]
+    assert isinstance(expires, datetime)
+    assert timedelta(seconds=590) < expires - datetime.now(UTC) <= timedelta(seconds=600)
+    [key] = [k.decode() for k in rt.redis.scan_iter(f"{holds.KEY_PREFIX}*")]
+    assert holds.parse_key(key) == (BOOKING, expires)
+    assert 590_000 < rt.redis.pttl(key) <= 600_000
+    [requested] = outbox(rt, "payment.requested")
+    assert requested["data"]["payment_id"] == str(payment_id_for(BOOKING))
+    assert datetime.fromisoformat(requested["data"]["hold_expires_at"]) == expires
+    payment = row(rt, "SELECT * FROM payments WHERE booking_id = :b", b=BOOKING)
+    assert payment is not None
+    assert payment["status"] == "REQUIRES_PAYMENT" and payment["amount_cents"] == 4900
+    assert payment["payment_id"] == payment_id_for(BOOKING)
 
 
 @pytest.mark.parametrize(("capacity", "status", "exists", "reason"), [
@@ -73,10 +88,14 @@ def test_reserve_ticket_says_why_no_ticket(rt: Runtime, capacity: int, status: s
         first = fixture("booking.requested", booking_id=other) | {"id": str(uuid.uuid4())}
         assert post("reserve_ticket", first).status_code == 200
     seed_booking(rt)
-    assert post("reserve_ticket", fixture("booking.requested")).status_code == 200
+    for _ in range(3):
+        assert post("reserve_ticket", fixture("booking.requested")).status_code == 200
     unavailable = outbox(rt, "ticket.unavailable")
     assert [e["data"]["reason"] for e in unavailable] == [reason]
-    assert booking(rt)["ticket_id"] is None
+    assert [e["data"]["reason"] for e in outbox(rt, "booking.rejected")] == [reason]
+    found = booking(rt)
+    assert found["ticket_id"] is None
+    assert (found["status"], found["reason"]) == ("REJECTED", reason)
 
 
 def test_reserve_ticket_three_deliveries_one_reservation(rt: Runtime) -> None:
@@ -85,7 +104,8 @@ def test_reserve_ticket_three_deliveries_one_reservation(rt: Runtime) -> None:
     for _ in range(3):
         assert post("reserve_ticket", fixture("booking.requested")).status_code == 200
     assert ticket_counts(rt)["RESERVED"] == 1
-    assert len(outbox(rt)) == 1
+    assert len(outbox(rt)) == 2  # ticket.reserved and payment.requested, once
+    assert scalar(rt, "SELECT count(*) FROM payments") == 1
 
 
 def test_reserve_ticket_skips_a_booking_cancelled_before_it_ran(rt: Runtime) -> None:
@@ -113,47 +133,7 @@ def test_an_event_for_another_function_is_poison_there(rt: Runtime) -> None:
     assert b"does not handle" in answer.data
 
 
-# --- reject_booking -------------------------------------------------------------------
-
-
-def test_reject_booking_once(rt: Runtime) -> None:
-    seed_booking(rt)
-    for _ in range(3):
-        assert post("reject_booking", fixture("ticket.unavailable")).status_code == 200
-    assert booking(rt)["status"] == "REJECTED" and booking(rt)["reason"] == "sold_out"
-    assert [e["topic"] for e in outbox(rt)] == ["booking.rejected"]
-
-
-# --- open_hold ------------------------------------------------------------------------
-
-
-def test_open_hold_sets_the_deadline_in_postgres_and_redis(rt: Runtime) -> None:
-    seed_course(rt)
-    seed_booking(rt)
-    reserve(rt)
-    event = fixture("ticket.reserved", ticket_id=booking(rt)["ticket_id"])
-    for _ in range(3):
-        assert post("open_hold", event).status_code == 200
-    found = booking(rt)
-    assert found["status"] == "AWAITING_PAYMENT"
-    expires = found["hold_expires_at"]
-    assert isinstance(expires, datetime)
-    assert timedelta(seconds=590) < expires - datetime.now(UTC) <= timedelta(seconds=600)
-    [key] = [k.decode() for k in rt.redis.scan_iter(f"{holds.KEY_PREFIX}*")]
-    assert holds.parse_key(key) == (BOOKING, expires)
-    assert 590_000 < rt.redis.pttl(key) <= 600_000
-    [requested] = outbox(rt, "payment.requested")
-    assert requested["data"]["payment_id"] == str(payment_id_for(BOOKING))
-
-
-def test_open_hold_does_nothing_for_a_cancelled_booking(rt: Runtime) -> None:
-    seed_booking(rt)
-    set_booking(rt, status="CANCELLED", reason="user_cancelled")
-    assert post("open_hold", fixture("ticket.reserved")).status_code == 200
-    assert booking(rt)["status"] == "CANCELLED" and outbox(rt) == []
-
-
-def test_open_hold_with_redis_down_answers_503_and_changes_nothing(
+def test_reserve_ticket_with_redis_down_answers_503_and_changes_nothing(
         rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     """A Redis restart is an outage, not a bug: 503 (counted `transient`), and the
     hold opens on the redelivery once Redis is back."""
@@ -161,42 +141,27 @@ def test_open_hold_with_redis_down_answers_503_and_changes_nothing(
 
     seed_course(rt)
     seed_booking(rt)
-    reserve(rt)
-    event = fixture("ticket.reserved", ticket_id=booking(rt)["ticket_id"])
     working = rt.redis
     monkeypatch.setattr(rt, "_redis", redis.Redis(port=1, socket_connect_timeout=0.2))
-    answer = post("open_hold", event)
+    answer = post("reserve_ticket", fixture("booking.requested"))
     assert answer.status_code == 503
     assert b"unreachable" in answer.data
-    assert booking(rt)["status"] == "PENDING" and outbox(rt, "payment.requested") == []
-    assert scalar(rt, "SELECT count(*) FROM inbox WHERE consumer = 'open_hold'") == 0
+    assert booking(rt)["status"] == "PENDING" and outbox(rt) == []
+    assert ticket_counts(rt)["RESERVED"] == 0
+    assert scalar(rt, "SELECT count(*) FROM inbox WHERE consumer = 'reserve_ticket'") == 0
     monkeypatch.setattr(rt, "_redis", working)
-    assert post("open_hold", event).status_code == 200
+    assert post("reserve_ticket", fixture("booking.requested")).status_code == 200
     assert booking(rt)["status"] == "AWAITING_PAYMENT"
-
-
-# --- open_payment ---------------------------------------------------------------------
-
-
-def test_open_payment_opens_one_payment(rt: Runtime) -> None:
-    awaiting_payment(rt)
-    for _ in range(3):
-        assert post("open_payment", fixture("payment.requested")).status_code == 200
-    payment = row(rt, "SELECT * FROM payments WHERE booking_id = :b", b=BOOKING)
-    assert payment is not None
-    assert payment["status"] == "REQUIRES_PAYMENT" and payment["amount_cents"] == 4900
-    assert scalar(rt, "SELECT count(*) FROM payments") == 1
 
 
 # --- settle_booking -------------------------------------------------------------------
 
 
 def paid(rt: Runtime, status: str = "SUCCEEDED") -> None:
+    """The booking's payment (opened by reserve_ticket) as the fixtures name it, in `status`."""
     with rt.db.transaction() as tx:
-        tx.execute("INSERT INTO payments (payment_id, booking_id, user_id, amount_cents,"
-                   " currency, status) VALUES (:p, :b, :u, 4900, 'EUR', :s)",
-                   p=uuid.UUID("e0000000-0000-4000-8000-000000000001"), b=BOOKING, u=USER,
-                   s=status)
+        tx.execute("UPDATE payments SET payment_id = :p, status = :s WHERE booking_id = :b",
+                   p=uuid.UUID("e0000000-0000-4000-8000-000000000001"), b=BOOKING, s=status)
 
 
 def test_settle_booking_confirms_a_paid_booking_once(rt: Runtime) -> None:
@@ -205,8 +170,8 @@ def test_settle_booking_confirms_a_paid_booking_once(rt: Runtime) -> None:
     for _ in range(3):
         assert post("settle_booking", fixture("payment.succeeded")).status_code == 200
     assert booking(rt)["status"] == "CONFIRMED"
-    assert [e["topic"] for e in outbox(rt) if e["topic"] != "ticket.reserved"] == [
-        "booking.confirmed"]
+    assert ticket_counts(rt) == {"AVAILABLE": 2, "RESERVED": 0, "SOLD": 1}
+    assert [e["topic"] for e in outbox(rt)][2:] == ["booking.confirmed"]
 
 
 def test_settle_booking_cancels_when_the_payment_failed(rt: Runtime) -> None:
@@ -214,6 +179,7 @@ def test_settle_booking_cancels_when_the_payment_failed(rt: Runtime) -> None:
     paid(rt, "FAILED")
     assert post("settle_booking", fixture("payment.failed")).status_code == 200
     assert booking(rt)["status"] == "CANCELLED" and booking(rt)["reason"] == "payment_failed"
+    assert ticket_counts(rt) == {"AVAILABLE": 3, "RESERVED": 0, "SOLD": 0}
     [cancelled] = outbox(rt, "booking.cancelled")
     assert cancelled["data"]["reason"] == "payment_failed"
 
@@ -251,6 +217,7 @@ def test_expire_booking_once_whichever_path_fires(rt: Runtime) -> None:
     for event in (from_watcher, from_sweeper, from_watcher):
         assert post("expire_booking", event).status_code == 200
     assert booking(rt)["status"] == "EXPIRED"
+    assert ticket_counts(rt) == {"AVAILABLE": 3, "RESERVED": 0, "SOLD": 0}
     assert len(outbox(rt, "booking.expired")) == 1
 
 
@@ -270,22 +237,7 @@ def test_expire_booking_early_alarm_is_retried(rt: Runtime) -> None:
     assert scalar(rt, "SELECT count(*) FROM inbox WHERE consumer = 'expire_booking'") == 0
 
 
-# --- settle_ticket and cancel_open_payment --------------------------------------------
-
-
-@pytest.mark.parametrize(("event", "ticket_status"), [
-    ("booking.confirmed", "SOLD"),
-    ("booking.cancelled", "AVAILABLE"),
-    ("booking.expired", "AVAILABLE"),
-])
-def test_settle_ticket(rt: Runtime, event: str, ticket_status: str) -> None:
-    ticket = awaiting_payment(rt)
-    for _ in range(3):
-        assert post("settle_ticket", fixture(event, ticket_id=ticket)).status_code == 200
-    expected = {"AVAILABLE": 3, "RESERVED": 0, "SOLD": 0}
-    if ticket_status == "SOLD":
-        expected = {"AVAILABLE": 2, "RESERVED": 0, "SOLD": 1}
-    assert ticket_counts(rt) == expected
+# --- cancel_open_payment ------------------------------------------------------------
 
 
 @pytest.mark.parametrize("event", ["booking.cancelled", "booking.expired"])

@@ -52,10 +52,13 @@ IGNORED_TOPICS = {
     "user.updated": "the profile lives in the accounts table; nothing else keeps a copy",
     "course.deactivated": "reserve_ticket reads the course's status when a booking comes;"
                           " open bookings keep their ticket",
+    "ticket.reserved": "reserve_ticket holds the ticket and opens the payment in the same"
+                       " transaction; the event says so to whoever else listens",
+    "payment.requested": "the same: the payment is open by the time the event is out",
+    "ticket.unavailable": "the same: reserve_ticket rejects the booking in that transaction",
 }
 # The booking saga: each reacts to events keyed by booking id, which must not overtake each other.
-SAGA = {"reserve_ticket", "reject_booking", "open_hold", "open_payment", "settle_booking",
-        "expire_booking", "settle_ticket", "cancel_open_payment"}
+SAGA = {"reserve_ticket", "settle_booking", "expire_booking", "cancel_open_payment"}
 
 
 # --- strict schemas --------------------------------------------------------------
@@ -443,8 +446,7 @@ def test_saga_sources_are_ordered_and_the_busiest_scale_on_lag() -> None:
     keda = {n for n, s in sources.items()
             if s["metadata"].get("annotations", {}).get("autoscaling.eventing.knative.dev/class")
             == "keda.autoscaling.knative.dev"}
-    assert {"reserve-ticket", "open-hold", "open-payment", "settle-booking",
-            "settle-ticket"} <= keda
+    assert {"reserve-ticket", "settle-booking", "send-notifications"} <= keda
     for name in keda:
         annotations = sources[name]["metadata"]["annotations"]
         assert int(annotations["autoscaling.eventing.knative.dev/lag-threshold"]) > 0
