@@ -37,7 +37,7 @@ test-e2e: install
 
 # The saga, model-checked (tests/verify): explores for VERIFY_SECONDS; VERIFY_SEED replays one.
 verify: install
-	VERIFY_SECONDS=$${VERIFY_SECONDS:-300} $(BIN)/python -m pytest tests/verify -p no:cacheprovider -q
+	VERIFY_SECONDS=$${VERIFY_SECONDS:-300} $(BIN)/python -m pytest tests/verify -p no:cacheprovider -q --show-capture=no
 
 lint: install
 	$(BIN)/ruff check .

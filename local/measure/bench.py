@@ -5,6 +5,8 @@
     python -m local.measure.bench --rate 5 --mix pay=90,decline=5,expire=5 --json bench.json
     python -m local.measure.bench --cold-start ...          # local.measure.coldstart, not this
     python -m local.measure.bench --broker-growth           # local.measure.brokergrowth
+    python -m local.measure.bench --idle 60                 # local.measure.idle: at rest
+    python -m local.measure.bench --against REF --rounds 2  # local.measure.against: vs a commit
 
 Starts a fresh local stack, registers the users, then drives the load of
 `local.measure.load` (clients wait with GET ?wait_for=, never a polling loop). After
@@ -48,7 +50,7 @@ from typing import Any
 from local import console
 from local.apiclient import ApiClient
 from local.measure import hops, load
-from local.measure.benchrun import Bench, Figures
+from local.measure.benchrun import NOT_IN_STACK_TOTAL, Bench, Figures
 from local.stack import seed
 from local.stack.embedded import free_port
 from local.stack.stack import (
@@ -177,6 +179,23 @@ def find_max(fresh: Callable[[], AbstractContextManager[Bench]], args: argparse.
     return best
 
 
+OUTSIDE_THE_STACK = ("load generator", "bench process, besides the generator")
+
+
+def cpu_lines(cpu_ms: dict[str, float]) -> list[tuple[str, float]]:
+    """The stack's total, its processes by CPU, then the fake provider and the bench's own.
+
+    The provider stands in for Stripe, so it is on a line of its own and not
+    in the total (`benchrun.NOT_IN_STACK_TOTAL`).
+    """
+    aside = {*NOT_IN_STACK_TOTAL, *OUTSIDE_THE_STACK, "stack total"}
+    lines = [("stack total", cpu_ms["stack total"])] if "stack total" in cpu_ms else []
+    lines += sorted(((r, v) for r, v in cpu_ms.items() if r not in aside), key=lambda i: -i[1])
+    lines += [(f"{role} (fake provider; not in total)", cpu_ms[role])
+              for role in NOT_IN_STACK_TOTAL if role in cpu_ms]
+    return lines + [(role, cpu_ms[role]) for role in OUTSIDE_THE_STACK if role in cpu_ms]
+
+
 def render(fig: Figures, report: dict[str, Any]) -> str:
     held, conf = fig.latency("held"), fig.latency("confirmed")
     mix = ", ".join(f"{k} {v / sum(fig.mix.values()):.0%}" for k, v in fig.mix.items())
@@ -202,7 +221,7 @@ def render(fig: Figures, report: dict[str, Any]) -> str:
                      f" {REFERENCE_STEPS // 1_000_000} M-step Python loop (compare runs across"
                      " machines by it)")
     lines.append("  CPU per confirmed booking, by process (ms):")
-    for role, value in sorted(fig.cpu_ms.items(), key=lambda item: -item[1]):
+    for role, value in cpu_lines(fig.cpu_ms):
         lines.append(f"    {role:<38} {value:8.1f}")
     if fig.hops:
         lines.append("  saga hops, event written -> its function starts (local.measure.hops):")
@@ -253,9 +272,19 @@ def arguments(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _given(argv: list[str], option: str) -> bool:
+    return any(arg == option or arg.startswith(option + "=") for arg in argv)
+
+
 @console.command("bench")
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if _given(argv, "--against"):  # before the others: it compares any of them
+        importlib.import_module("local.measure.against").main(argv)
+        return
+    if _given(argv, "--idle"):
+        importlib.import_module("local.measure.idle").main(argv)
+        return
     if "--cold-start" in argv:
         argv.remove("--cold-start")
         # Another command sharing `make bench`, imported only when asked for.

@@ -87,3 +87,23 @@ def machine_busy_seconds() -> tuple[float, float]:
     idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
     total = sum(values[:8])  # guest time is already in user
     return (total - idle) / TICK, total / TICK
+
+
+def own_process_seconds(pid: int) -> float:
+    """utime+stime of process `pid` alone (its threads, no children); 0 once it is gone."""
+    stat = _stat(PROC / str(pid) / "stat")
+    return stat.own if stat is not None else 0.0
+
+
+def children(pid: int) -> list[int]:
+    """The live processes whose parent is `pid`, by pid."""
+    return sorted(child for child, stat in _all_processes().items() if stat.ppid == pid)
+
+
+def command_line(pid: int) -> list[str]:
+    """Process `pid`'s argv ([] once it is gone, or for a kernel thread)."""
+    try:
+        raw = (PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
