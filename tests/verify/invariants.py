@@ -11,6 +11,9 @@ from shared.domain.notifications import TRIGGERS
 from shared.runtime.db import Tx
 
 NOTIFIED_TOPICS = [t.topic for t in TRIGGERS]
+# The events that close a booking, and the status each one announces.
+CLOSING = {"booking.confirmed": "CONFIRMED", "booking.rejected": "REJECTED",
+           "booking.cancelled": "CANCELLED", "booking.expired": "EXPIRED"}
 
 
 def tables(tx: Tx, names: Iterable[str]) -> list[str]:
@@ -55,6 +58,14 @@ def always(tx: Tx, seen: dict[uuid.UUID, str], sends: Counter[uuid.UUID]) -> str
             return (f"booking {r['booking_id']} was {before}, a final status,"
                     f" and is now {r['status']}")
         seen[r["booking_id"]] = r["status"]
+    for r in tx.all(
+            "SELECT convert_from(o.record_key, 'UTF8') AS booking, array_agg(o.topic) AS said,"
+            " min(b.status) AS status FROM outbox o JOIN bookings b ON b.booking_id ="
+            " CAST(convert_from(o.record_key, 'UTF8') AS uuid) WHERE o.topic = ANY(:closing)"
+            " GROUP BY 1", closing=list(CLOSING)):
+        said = sorted(r["said"])
+        if len(said) > 1 or CLOSING[said[0]] != r["status"]:
+            return f"booking {r['booking']} is {r['status']} and its events say {said}"
     for r in tx.all(
             "SELECT b.booking_id, b.amount_cents, count(p.*) FILTER (WHERE p.status ="
             " 'SUCCEEDED' AND p.amount_cents = b.amount_cents) AS paid FROM bookings b"
