@@ -22,17 +22,17 @@ def tables(tx: Tx, names: Iterable[str]) -> list[str]:
     return [n for n in names if n in present]
 
 
-def always(tx: Tx, seen: dict[uuid.UUID, str], sends: Counter[uuid.UUID]) -> str | None:
+def always(tx: Tx, seen: dict[uuid.UUID, str],
+           sends: Counter[tuple[str, str, str, str]]) -> str | None:
     """The first invariant broken now, or None.
 
-    `seen` remembers each booking's status; `sends` counts the messages handed to the
-    mail provider per notification row (one row per event and channel).
+    `seen` remembers each booking's status; `sends` counts the messages the mail
+    provider took, by what they say (one per event and channel).
     """
-    twice_sent = [n for n, count in sends.items() if count > 1]
+    twice_sent = [m for m, count in sends.items() if count > 1]
     if twice_sent:
-        r = tx.one("SELECT event_type, channel FROM notifications WHERE notification_id = :n",
-                   n=twice_sent[0])
-        return f"the {r and r['channel']} for one {r and r['event_type']} was sent twice"
+        channel, recipient, template, _ = twice_sent[0]
+        return f"the {template} {channel} to {recipient} was sent twice"
     twice = tx.all("SELECT ticket_id FROM bookings WHERE status = 'CONFIRMED'"
                    " GROUP BY ticket_id HAVING count(*) > 1")
     if twice:
