@@ -72,7 +72,9 @@ def close_hold(redis: Any, booking_id: uuid.UUID, expires_at: datetime | None,
 def expiry_event(booking_id: uuid.UUID, expires_at: datetime,
                  detected_by: Literal["watcher", "sweeper"], source: str = "",
                  traceparent: str | None = None) -> Envelope[ReservationExpired]:
-    """The same event (the same id) from either path; `traceparent`: the booking's trace."""
+    """The same event (the same id, and the same time: when the hold ran out) from either
+    path, so a booking's timeline reads the same whichever copy it keeps; `traceparent`: the
+    booking's trace."""
     event_id = uuid.uuid5(_NAMESPACE, f"{booking_id}/{_millis(expires_at)}")
     return Envelope(
         data=ReservationExpired(
@@ -80,5 +82,6 @@ def expiry_event(booking_id: uuid.UUID, expires_at: datetime,
         ),
         source=source,
         id=str(event_id),
+        time=expires_at,
         traceparent=traceparent or "",
     )

@@ -31,6 +31,18 @@ def inbox_rows(rt: Runtime, event_id: str) -> list[tuple[str, str]]:
             e=event_id)]
 
 
+def ledger(rt: Runtime, event_id: str) -> list[dict[str, Any]]:
+    """send_notifications' own ledger (it keeps no inbox rows): the messages of one event."""
+    with rt.database.transaction() as tx:
+        return [dict(r) for r in tx.all(
+            "SELECT notification_id, channel, template, status, provider_message_id, attempts,"
+            " updated_at FROM notifications WHERE event_id = :e ORDER BY channel", e=event_id)]
+
+
+def sent(rt: Runtime, event_id: str) -> list[tuple[str, str, str]]:
+    return [(m["channel"], m["template"], m["status"]) for m in ledger(rt, event_id)]
+
+
 def letters(marketplace: Marketplace, query: str = "") -> list[dict[str, Any]]:
     page: dict[str, Any] = marketplace.admin.ok("GET", f"/admin/dead-letters?size=100{query}")
     return list(page["items"])
@@ -44,66 +56,74 @@ def test_a_dead_letter_is_redriven_to_its_one_function_once_fixed(
     course = marketplace.publish(capacity=1)
     user = marketplace.register()
     booking_id = user.book(course["course_id"])
-    # a bug in settle_ticket: it refuses this booking's events (422), so they are dead-lettered
-    faults.refuse(marketplace.faults_file, "/settle-ticket", booking_id)
+    # a bug in send_notifications: it refuses this booking's events (422), so they are
+    # dead-lettered
+    faults.refuse(marketplace.faults_file, "/send-notifications", booking_id)
     try:
         user.wait_status(booking_id, "AWAITING_PAYMENT")
         user.ok("POST", f"/bookings/{booking_id}/payment", {"payment_method": "pm_card_visa"},
                 status=202)
         user.wait_status(booking_id, "CONFIRMED")
         [letter] = eventually(
-            lambda: [i for i in letters(marketplace, "&function=settle_ticket&status=DEAD")
+            lambda: [i for i in letters(marketplace, "&function=send_notifications&status=DEAD")
                      if i["subject"] == booking_id], what="the dead letter listed")
         assert letter["type"] == "marketplace.booking.confirmed"
         assert letter["topic"] == "booking.confirmed"
         assert letter["code"] == 422 and "refused by a fault" in letter["reason"]
-        assert letter["recorded_destination"].endswith("/settle-ticket/")
+        assert letter["recorded_destination"].endswith("/send-notifications/")
         assert (letter["failures"], letter["redrives"]) == (1, 0)
-        # the booking is stuck: confirmed, its ticket still reserved, and the timeline says why
-        assert marketplace.course(course["course_id"])["reserved"] == 1
+        # the booking is confirmed and its ticket sold (one transaction), but its confirmation
+        # email is missing, and the timeline says why
+        after_confirm = marketplace.course(course["course_id"])
+        assert (after_confirm["reserved"], after_confirm["sold"]) == (0, 1)
+        assert sent(rt, letter["event_id"]) == []
         confirmed = user.ok("GET", f"/bookings/{booking_id}/timeline")["events"][-1]
-        assert "settle_ticket" not in {h["function"] for h in confirmed["handled_by"]}
+        assert confirmed["event_id"] == letter["event_id"]
+        assert "send_notifications" not in {h["function"] for h in confirmed["handled_by"]}
+        assert confirmed["messages"] == []
         assert [(d["function"], d["code"], d["status"]) for d in confirmed["dead_lettered"]] == [
-            ("settle_ticket", 422, "DEAD")]
+            ("send_notifications", 422, "DEAD")]
 
         # redriven before the fix: refused again, still waiting, one more failure
         again = marketplace.admin.ok("POST", REDRIVE, {"ids": [letter["event_id"]]}, status=202)
         assert (again["matched"], again["delivered"], again["failed"]) == (1, 0, 1)
         [still] = [i for i in letters(marketplace) if i["event_id"] == letter["event_id"]]
         assert (still["status"], still["failures"], still["redrives"]) == ("DEAD", 2, 1)
+        assert sent(rt, letter["event_id"]) == []
     finally:
         faults.clear(marketplace.faults_file)  # the fix is deployed
 
     handled_before = inbox_rows(rt, letter["event_id"])
-    assert "settle_ticket" not in {consumer for consumer, _ in handled_before}
     result = marketplace.admin.ok("POST", REDRIVE, {"ids": [letter["event_id"]]}, status=202)
     assert (result["matched"], result["delivered"], result["failed"]) == (1, 1, 0)
     assert [(i["function"], i["code"], i["delivered"]) for i in result["items"]] == [
-        ("settle_ticket", 200, True)]
-    # delivered synchronously, to settle_ticket alone: the ticket is sold, no one else got it
-    after = marketplace.course(course["course_id"])
-    assert (after["reserved"], after["sold"]) == (0, 1)
-    assert inbox_rows(rt, letter["event_id"]) == sorted(
-        [*handled_before, ("settle_ticket", letter["event_id"])])
+        ("send_notifications", 200, True)]
+    # delivered synchronously, to send_notifications alone: the email is sent by the time the
+    # redrive answers, and no reaction handled the event again
+    assert sent(rt, letter["event_id"]) == [("email", "booking_confirmed", "SENT")]
+    mail = ledger(rt, letter["event_id"])
+    assert inbox_rows(rt, letter["event_id"]) == handled_before
+    mine = user.ok("GET", "/users/me/notifications?size=100")["items"]
+    assert [(n["template"], n["status"]) for n in mine
+            if n["event_id"] == letter["event_id"]] == [("booking_confirmed", "SENT")]
     [redriven] = [i for i in letters(marketplace) if i["event_id"] == letter["event_id"]]
     assert redriven["status"] == "REDRIVEN" and redriven["last_redriven_by"] is not None
-    line = eventually(lambda: user.ok("GET", f"/bookings/{booking_id}/timeline"),
-                      lambda t: {h["function"] for h in t["events"][-1]["handled_by"]} == {
-                          "settle_ticket", "send_notifications"}
-                      and all(m["status"] == "SENT" for m in t["events"][-1]["messages"]),
-                      what="the confirmation handled by everyone")
-    assert [(d["function"], d["status"]) for d in line["events"][-1]["dead_lettered"]] == [
-        ("settle_ticket", "REDRIVEN")]
+    line = user.ok("GET", f"/bookings/{booking_id}/timeline")
+    confirmed = line["events"][-1]
+    assert [h["function"] for h in confirmed["handled_by"]] == ["send_notifications"]
+    assert [(m["template"], m["status"]) for m in confirmed["messages"]] == [
+        ("booking_confirmed", "SENT")]
+    assert [(d["function"], d["status"]) for d in confirmed["dead_lettered"]] == [
+        ("send_notifications", "REDRIVEN")]
 
-    # a second redrive is accepted (the inbox drops it) and changes nothing
+    # a second redrive is accepted (the ledger says SENT: nothing is sent) and changes nothing
     second = marketplace.admin.ok("POST", REDRIVE, {"ids": [letter["event_id"]]}, status=202)
     assert (second["delivered"], second["failed"]) == (1, 0)
-    assert marketplace.course(course["course_id"])["sold"] == 1
-    assert inbox_rows(rt, letter["event_id"]) == sorted(
-        [*handled_before, ("settle_ticket", letter["event_id"])])
+    assert ledger(rt, letter["event_id"]) == mail
+    assert inbox_rows(rt, letter["event_id"]) == handled_before
     assert user.ok("GET", f"/bookings/{booking_id}/timeline") == line
     # and one by function picks only letters still waiting: not this one
-    by_function = marketplace.admin.ok("POST", REDRIVE, {"function": "settle_ticket"},
+    by_function = marketplace.admin.ok("POST", REDRIVE, {"function": "send_notifications"},
                                        status=202)
     assert letter["event_id"] not in {i["event_id"] for i in by_function["items"]}
     with rt.database.transaction() as tx:
@@ -116,17 +136,17 @@ def test_a_dead_letter_is_redriven_to_its_one_function_once_fixed(
     monkeypatch.setenv("MARKETPLACE_API", marketplace.url)
     monkeypatch.setenv("ADMIN_PASSWORD", ADMIN_PASSWORD)
     capsys.readouterr()
-    assert dead_letters.main(["list", "--function", "settle_ticket", "--size", "100"]) == 0
+    assert dead_letters.main(["list", "--function", "send_notifications", "--size", "100"]) == 0
     listed = capsys.readouterr().out
     assert letter["event_id"] in listed and "REDRIVEN" in listed
     assert dead_letters.main(["redrive", "--ids", letter["event_id"]]) == 0
     assert "1 delivered, 0 failed" in capsys.readouterr().out
-    assert marketplace.course(course["course_id"])["sold"] == 1
+    assert ledger(rt, letter["event_id"]) == mail
 
 
 def test_redrive_needs_a_filter_and_an_admin(marketplace: Marketplace) -> None:
-    for body in ({}, {"all": True, "function": "settle_ticket"}, {"ids": []},
-                 {"function": "Settle Ticket"}, {"all": False}, {"everything": True}):
+    for body in ({}, {"all": True, "function": "send_notifications"}, {"ids": []},
+                 {"function": "Send Notifications"}, {"all": False}, {"everything": True}):
         answer = marketplace.admin.call("POST", REDRIVE, body)
         assert answer.status == 422, (body, answer.body)
         assert answer.headers["content-type"] == "application/problem+json"
@@ -141,14 +161,14 @@ def forge_dead_letter(marketplace: Marketplace, destination: str, booking_id: st
     event_id = str(uuid.uuid4())
     data = {"booking_id": booking_id, "user_id": str(uuid.uuid4()),
             "course_id": str(uuid.uuid4()), "ticket_id": str(uuid.uuid4()),
-            "payment_id": str(uuid.uuid4()), "amount_cents": 4900, "currency": "EUR"}
+            "reason": "user_cancelled"}
     producer = KafkaProducer(bootstrap_servers=marketplace.stack.env["KAFKA_BOOTSTRAP_SERVERS"],
                              acks="all")
     producer.send(DEAD_LETTER_TOPIC, key=booking_id.encode(), value=json.dumps(data).encode(),
                   headers=[
                       ("content-type", b"application/json"), ("ce_specversion", b"1.0"),
                       ("ce_id", event_id.encode()), ("ce_source", b"/forged"),
-                      ("ce_type", b"marketplace.booking.confirmed"),
+                      ("ce_type", b"marketplace.booking.cancelled"),
                       ("ce_subject", booking_id.encode()),
                       ("ce_knativeerrordest", destination.encode()),
                       ("ce_knativeerrorcode", b"422"),
@@ -164,17 +184,18 @@ def test_a_redrive_goes_to_our_function_never_to_the_recorded_address(
     assert rt is not None
     listener = Listener()  # somewhere that is not our function: it must get nothing
     try:
-        booking_id = str(uuid.uuid4())  # no such booking: settle_ticket changes nothing
-        # a record "from" settle_ticket whose destination is the listener, and one naming a
-        # function we do not have at all
-        ours = forge_dead_letter(marketplace, f"{listener.url}/settle-ticket/", booking_id)
+        booking_id = str(uuid.uuid4())  # no such booking: cancel_open_payment changes nothing
+        # a record "from" cancel_open_payment whose destination is the listener, and one naming
+        # a function we do not have at all
+        ours = forge_dead_letter(marketplace, f"{listener.url}/cancel-open-payment/",
+                                 booking_id)
         foreign = forge_dead_letter(marketplace, f"{listener.url}/exfiltrate/", booking_id)
         listed = eventually(
             lambda: {i["event_id"]: i for i in letters(marketplace, "&status=DEAD")
                      if i["event_id"] in {ours, foreign}},
             lambda found: len(found) == 2, what="the forged dead letters listed")
-        assert listed[ours]["function"] == "settle_ticket"
-        assert listed[ours]["recorded_destination"] == f"{listener.url}/settle-ticket/"
+        assert listed[ours]["function"] == "cancel_open_payment"
+        assert listed[ours]["recorded_destination"] == f"{listener.url}/cancel-open-payment/"
         assert listed[foreign]["function"] == "exfiltrate"
 
         result = marketplace.admin.ok("POST", REDRIVE, {"ids": [ours, foreign]}, status=202)
@@ -184,8 +205,8 @@ def test_a_redrive_goes_to_our_function_never_to_the_recorded_address(
             200, True, None)
         assert (items[foreign]["code"], items[foreign]["delivered"]) == (0, False)
         assert "not one of our" in items[foreign]["reason"]
-        # settle_ticket got the event, from the declared address; the listener got nothing
-        assert ("settle_ticket", ours) in inbox_rows(rt, ours)
+        # cancel_open_payment got the event, from the declared address; the listener got nothing
+        assert ("cancel_open_payment", ours) in inbox_rows(rt, ours)
         assert inbox_rows(rt, foreign) == []
         assert listener.requests == []
         [still] = [i for i in letters(marketplace) if i["event_id"] == foreign]

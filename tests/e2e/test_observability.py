@@ -22,12 +22,13 @@ from tests.helpers.otlp import ReceivedSpan
 from tests.helpers.waiting import eventually
 
 CLIENT_SPAN = "c1" * 8  # the span id of the test's own traceparent
-# Every function a paid booking's events reach, and the HTTP function that started it.
-PAID = {"bookings", "reserve_ticket", "open_hold", "open_payment", "stripe_webhook",
-        "settle_booking", "settle_ticket", "send_notifications", "index_event"}
+# Every function a paid booking's events reach, and the HTTP function that started it. The
+# analytics indexer is left out: whether its spans join a booking's trace is its own affair
+# (it reads the topics in batches, so no delivery of the booking's events reaches it).
+PAID = {"bookings", "reserve_ticket", "stripe_webhook", "settle_booking", "send_notifications"}
 # An unpaid one: after the hold, the watcher or the sweeper (or both) notice.
-EXPIRED = {"bookings", "reserve_ticket", "open_hold", "open_payment", "expire_booking",
-           "settle_ticket", "cancel_open_payment", "send_notifications", "index_event"}
+EXPIRED = {"bookings", "reserve_ticket", "expire_booking", "cancel_open_payment",
+           "send_notifications"}
 EXPIRY_PUBLISHERS = ("sweep_expired_holds", "hold_expiry_watcher")
 
 
@@ -184,9 +185,9 @@ def test_one_json_line_per_event_and_request_and_no_secret_in_any(
                     records.append(record)
         return records
 
-    records = eventually(handled, lambda rs: {"open_hold", "bookings"} <= {
+    records = eventually(handled, lambda rs: {"reserve_ticket", "bookings"} <= {
         str(r.get("function")) for r in rs}, what="log lines about the booking")
-    event = next(r for r in records if r.get("function") == "open_hold")
+    event = next(r for r in records if r.get("function") == "reserve_ticket")
     for name in ("time", "level", "function", "event_id", "type", "subject", "trace_id",
                  "outcome", "duration_ms", "attempt"):
         assert name in event, f"{name} missing from {event}"

@@ -11,11 +11,14 @@ from tests.helpers.client import Client
 from tests.helpers.marketplace import HOLD_TTL_SECONDS, SWEEP_INTERVAL_SECONDS, Marketplace
 from tests.helpers.waiting import eventually
 
-# (type, emitted by, handled by): what every booking's saga starts with
+# (type, emitted by, handled by): what every booking's saga starts with. reserve_ticket holds
+# the ticket and opens the payment in one transaction; the two events it emits are the
+# contract's, for whoever reads them, and no function of the saga takes them any more (the
+# analytics indexer keeps nothing in PostgreSQL, so a timeline never lists it).
 OPENING = [
     ("marketplace.booking.requested", "bookings", ["reserve_ticket"]),
-    ("marketplace.ticket.reserved", "reserve_ticket", ["open_hold"]),
-    ("marketplace.payment.requested", "open_hold", ["open_payment"]),
+    ("marketplace.ticket.reserved", "reserve_ticket", []),
+    ("marketplace.payment.requested", "reserve_ticket", []),
 ]
 Line = list[tuple[str, str, list[str]]]
 
@@ -30,9 +33,15 @@ def story(line: dict[str, Any]) -> Line:
             for e in line["events"]]
 
 
+def sent(line: dict[str, Any]) -> bool:
+    """No message still on its way: the notifier is listed from its claim, before it sends."""
+    return all(m["status"] in {"SENT", "FAILED"} for e in line["events"] for m in e["messages"])
+
+
 def settled(client: Client, booking_id: str, expected: Line) -> dict[str, Any]:
     """The timeline once every handler has run (they run after the status is visible)."""
-    return eventually(lambda: timeline(client, booking_id), lambda t: story(t) == expected,
+    return eventually(lambda: timeline(client, booking_id),
+                      lambda t: story(t) == expected and sent(t),
                       timeout=30, what=f"the timeline of {booking_id}")
 
 
@@ -56,8 +65,7 @@ def test_timeline_of_a_confirmed_booking(marketplace: Marketplace) -> None:
     line = settled(user, booking_id, [
         *OPENING,
         ("marketplace.payment.succeeded", "stripe_webhook", ["settle_booking"]),
-        ("marketplace.booking.confirmed", "settle_booking",
-         ["send_notifications", "settle_ticket"]),
+        ("marketplace.booking.confirmed", "settle_booking", ["send_notifications"]),
     ])
     assert line["booking_id"] == booking_id and line["status"] == "CONFIRMED"
     assert_in_order(line)
@@ -105,11 +113,11 @@ def test_timeline_of_an_expired_booking_whose_money_came_anyway(marketplace: Mar
             lambda: timeline(user, booking_id),
             lambda t: story(t)[:3] == OPENING and story(t)[4:] == [
                 ("marketplace.booking.expired", "expire_booking",
-                 ["cancel_open_payment", "send_notifications", "settle_ticket"]),
+                 ["cancel_open_payment", "send_notifications"]),
                 ("marketplace.payment.succeeded", "cancel_open_payment", ["settle_booking"]),
                 ("marketplace.payment.refund_requested", "settle_booking", ["refund_payment"]),
                 ("marketplace.payment.refunded", "refund_payment", ["send_notifications"])]
-            and all(m["status"] == "SENT" for m in t["events"][-1]["messages"]),
+            and all(m["status"] == "SENT" for m in t["events"][-1]["messages"]) and sent(t),
             timeout=30, what="the expired and refunded booking's timeline")
     finally:
         faults.clear(marketplace.faults_file)
