@@ -135,12 +135,6 @@ def reserve_ticket(tx: Tx, w: World) -> Request:
                                    requested_at=datetime.now(UTC)))
 
 
-
-
-
-
-
-
 def settle_booking(tx: Tx, w: World) -> Request:
     booking, _ = _booking(tx, w, "AWAITING_PAYMENT", ticket=True,
                           hold=deadline(datetime.now(UTC), 600))
@@ -162,8 +156,6 @@ def _confirmed(tx: Tx, w: World) -> BookingConfirmed:
     return BookingConfirmed(booking_id=booking, user_id=w.user, course_id=w.course,
                             ticket_id=ticket, payment_id=payment, amount_cents=PRICE,
                             currency=CURRENCY)
-
-
 
 
 def send_notifications(tx: Tx, w: World) -> Request:
