@@ -17,6 +17,7 @@ from typing import Any
 import requests
 from kafka import KafkaConsumer, TopicPartition  # type: ignore[import-untyped,unused-ignore]
 
+from functions import index_event
 from local.measure import load
 from local.ops import consistency
 from local.stack.stack import Stack
@@ -26,6 +27,7 @@ from shared.runtime.db import Database
 
 DRAIN_TIMEOUT_SECONDS = 180.0
 QUIET_SECONDS = 3.0
+INDEXER_SECONDS = 30.0  # at least, after the saga came to rest: a few of the indexer's ticks
 
 
 @dataclass
@@ -40,7 +42,8 @@ class Check:
 
 
 def drain(stack: Stack) -> None:
-    """Wait until the saga is at rest: nothing unpublished, held, sending or still handled."""
+    """Wait until the saga is at rest (nothing unpublished, held, sending or still handled)
+    and the analytics indexer has committed every event."""
     assert stack.runtime is not None
     db = stack.runtime.db
     db.close()  # the run may have restarted PostgreSQL under these connections
@@ -65,9 +68,18 @@ def drain(stack: Stack) -> None:
         at_rest = not (busy["unpublished"] or busy["open"] or busy["reserved"] or busy["sending"]
                        or busy["paying"])
         if at_rest and time.monotonic() - quiet_since >= QUIET_SECONDS:
-            return
+            break
         time.sleep(0.2)
-    raise RuntimeError(f"the saga did not come to rest within {DRAIN_TIMEOUT_SECONDS:g} s: {busy}")
+    else:
+        raise RuntimeError(
+            f"the saga did not come to rest within {DRAIN_TIMEOUT_SECONDS:g} s: {busy}")
+    # The analytics indexer reads the topics on its own schedule: the saga at rest, it
+    # still has the last events to index before the index can be compared.
+    allowed = max(INDEXER_SECONDS, deadline - time.monotonic())
+    behind = index_event.wait_until_indexed(stack.env["KAFKA_BOOTSTRAP_SERVERS"], allowed)
+    if behind:
+        raise RuntimeError(f"the analytics indexer did not catch up within {allowed:.0f} s: "
+                           + (f"{behind} records behind" if behind > 0 else "Kafka silent"))
 
 
 def run_checks(stack: Stack, result: load.LoadResult, strays: list[str]) -> list[Check]:

@@ -6,8 +6,11 @@ Compared overall and per course: bookings requested, bookings by status (the
 four final ones, and PENDING + AWAITING_PAYMENT as IN_PROGRESS), tickets sold
 (`tickets` SOLD against booking.confirmed), net revenue per currency (the
 confirmed bookings' amounts) and refunds per currency (REFUNDED payments).
-Events still on their way show up as differences: run it when the system is
-quiet, or retry (`make demo` waits until it is clean).
+
+The indexer reads the topics on a schedule, so with KAFKA_BOOTSTRAP_SERVERS
+set this first waits (up to 90 s) until it has committed every record on
+them. Events still on their way through the saga show up as differences: run
+it when the system is quiet, or retry (`make demo` waits until it is clean).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
+from functions import index_event
 from functions.analytics import summary
 from local import console
 from shared.adapters import search
@@ -25,6 +29,7 @@ from shared.runtime.config import settings
 from shared.runtime.db import Database
 
 Figures = dict[str, int]
+INDEXER_SECONDS = 90.0  # a cluster's indexer runs once a minute, for up to 20 s
 FINAL = ("CONFIRMED", "CANCELLED", "EXPIRED", "REJECTED")
 
 
@@ -101,6 +106,12 @@ def main() -> int:
         print("set DATABASE_URL and ELASTICSEARCH_URL (and ELASTICSEARCH_SERVER_MODE="
               "serverless for the embedded search server)", file=sys.stderr)
         return 2
+    if cfg.kafka_bootstrap_servers:
+        behind = index_event.wait_until_indexed(cfg.kafka_bootstrap_servers, INDEXER_SECONDS)
+        if behind:
+            print("the analytics indexer has not caught up"
+                  + (f": {behind} records behind" if behind > 0 else " (Kafka did not answer)")
+                  + "; comparing anyway", file=sys.stderr)
     db = Database(cfg.database_url)
     try:
         found = differences(db, search.client())

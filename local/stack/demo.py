@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import requests
 
+from functions import index_event
 from functions.analytics import summary
 from local import console
 from local.apiclient import ApiClient, SignedIn
@@ -239,8 +240,10 @@ def main() -> int:
             scenario.play(scenario.client.login(*ADMIN))
         except Exception as exc:  # a step that could not even be tried
             scenario.check("the scenario ran to its end", False, exc)
-        console.say("\nwaiting for the last messages to be sent ...")
+        console.say("\nwaiting for the last messages to be sent and the last events indexed ...")
         eventually(lambda: sending(runtime.db), lambda n: n == 0, 5)
+        # the indexer reads the topics every INDEX_INTERVAL_SECONDS: the timeline comes from it
+        index_event.wait_until_indexed(stack.env["KAFKA_BOOTSTRAP_SERVERS"], 30)
         console.say("\nTimeline")
         for line in timeline(es, runtime.db, stack.env["AWS_ENDPOINT_URL"]):
             console.say("  " + line)

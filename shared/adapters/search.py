@@ -1,7 +1,7 @@
 """The analytics index: the Elasticsearch client, the index template, and bulk indexing.
 
-One document per CloudEvent, its id the CloudEvent id, so a redelivered event
-overwrites its own document instead of counting twice. The index template
+One document per CloudEvent, its id the CloudEvent id, so an event read or
+produced twice overwrites its own document instead of counting twice. The index template
 types the fields the summary aggregates on (keywords, a date, a long amount);
 the raw event is kept but not indexed.
 
@@ -18,9 +18,7 @@ should not pay for it). Both are loaded with their first use.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -138,62 +136,32 @@ def document(envelope: Envelope[Event], extra: dict[str, Any] | None = None) -> 
     return doc
 
 
-Enrich = Callable[[list[dict[str, Any]]], None]
+def bulk_index(es: Elasticsearch | Cluster, documents: Sequence[tuple[str, dict[str, Any]]],
+               index: str = INDEX) -> list[str | None]:
+    """Index (id, document) pairs in one `_bulk` call; for each, None or why it was refused.
 
-
-class BulkIndexer:
-    """Gathers the documents of concurrent requests for a few milliseconds, one `_bulk` each.
-
-    The first request of a batch waits `linger` seconds, takes everything
-    that arrived meanwhile, enriches and sends it; every request then gets its
-    own item's result. No background thread: a process that is idle holds nothing.
+    A refusal is for good (a 4xx but 429: the document itself is wrong), so the
+    caller can set that one aside. SearchUnavailable, for the call failing or the
+    cluster asking for any document again (429, 5xx), means send them all again:
+    their ids make the repeat harmless.
     """
-
-    def __init__(self, es: Callable[[], Elasticsearch | Cluster], enrich: Enrich | None = None,
-                 linger: float = 0.005, index: str = INDEX) -> None:
-        self._es = es
-        self._enrich = enrich
-        self.linger = linger
-        self.index = index
-        self._lock = threading.Lock()
-        self._pending: list[tuple[str, dict[str, Any], Future[None]]] = []
-        self.flushes = 0
-
-    def put(self, doc_id: str, doc: dict[str, Any], timeout: float = 30.0) -> None:
-        """Index one document; raises SearchUnavailable (retry) or ValueError (never)."""
-        future: Future[None] = Future()
-        with self._lock:
-            self._pending.append((doc_id, doc, future))
-            leader = len(self._pending) == 1
-        if leader:
-            time.sleep(self.linger)
-            with self._lock:
-                batch, self._pending = self._pending, []
-            self._flush(batch)
-        future.result(timeout)
-
-    def _flush(self, batch: list[tuple[str, dict[str, Any], Future[None]]]) -> None:
-        self.flushes += 1
-        try:
-            if self._enrich is not None:
-                self._enrich([doc for _, doc, _ in batch])
-            es = self._es()
-            ensure_index(es, self.index)
-            operations: list[dict[str, Any]] = []
-            for doc_id, doc, _ in batch:
-                operations += [{"index": {"_index": self.index, "_id": doc_id}}, doc]
-            answer = es.bulk(operations=operations)
-        except Exception as exc:  # the cluster or the database: all of it comes again
-            for _, _, future in batch:
-                future.set_exception(SearchUnavailable(f"{type(exc).__name__}: {exc}"))
-            return
-        for (_, _, future), item in zip(batch, answer["items"], strict=True):
-            result = item.get("index", {})
-            status = int(result.get("status", 500))
-            if status < 300:
-                future.set_result(None)
-            elif status == 429 or status >= 500:
-                future.set_exception(SearchUnavailable(str(result.get("error"))))
-            else:
-                future.set_exception(ValueError(str(result.get("error"))))
-
+    if not documents:
+        return []
+    operations: list[dict[str, Any]] = []
+    for doc_id, doc in documents:
+        operations += [{"index": {"_index": index, "_id": doc_id}}, doc]
+    try:
+        ensure_index(es, index)
+        answer = es.bulk(operations=operations)
+    except Exception as exc:  # ApiError, ClusterError or the transport's: all of it comes again
+        raise SearchUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    refused: list[str | None] = []
+    for item in answer["items"]:
+        result = item.get("index", {})
+        status = int(result.get("status", 500))
+        if status == 429 or status >= 500:
+            raise SearchUnavailable(f"HTTP {status}: {result.get('error')}")
+        refused.append(None if status < 300 else str(result.get("error")))
+    if len(refused) != len(documents):
+        raise SearchUnavailable(f"{len(refused)} answers for {len(documents)} documents")
+    return refused

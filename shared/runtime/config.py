@@ -175,6 +175,9 @@ class Settings:
     admin_password: str = field(default="", repr=False)
     hold_ttl_seconds: int = 600
     sweep_interval_seconds: int = 30
+    # How often the analytics indexer reads the topics on one machine (the local ping); a
+    # cluster's PingSource runs it once a minute.
+    index_interval_seconds: int = 2
     port: int = 8080
     local_mode: bool = False
     access_token_ttl_seconds: int = 900
@@ -223,6 +226,7 @@ class Settings:
             admin_password=env.get("ADMIN_PASSWORD", ""),
             hold_ttl_seconds=_int("HOLD_TTL_SECONDS", 600),
             sweep_interval_seconds=_int("SWEEP_INTERVAL_SECONDS", 30),
+            index_interval_seconds=_int("INDEX_INTERVAL_SECONDS", 2),
             port=_int("PORT", 8080),
             local_mode=local_mode,
             access_token_ttl_seconds=_int("ACCESS_TOKEN_TTL_SECONDS", 900),

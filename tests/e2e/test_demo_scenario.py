@@ -12,6 +12,7 @@ from typing import Any
 import requests
 from kafka import KafkaAdminClient, TopicPartition
 
+from functions import index_event
 from functions.analytics import summary
 from local.ops import consistency
 from local.stack.demo import Scenario
@@ -31,6 +32,14 @@ def messages(marketplace: Marketplace) -> dict[str, Any]:
                         " FROM notifications ORDER BY event_id, channel")
     return {"mail": len(data["ses"]["Message"]), "sms": len(data["sns"]["SMS"]),
             "stored": stored}
+
+
+def indexed_past(admin: KafkaAdminClient, positions: dict[TopicPartition, int]) -> bool:
+    """Has the analytics indexer committed past these offsets? It reads the topics itself, on
+    a schedule, so `caught_up` (the KafkaSources' groups) does not wait for it."""
+    committed = admin.list_group_offsets(index_event.GROUP).get(index_event.GROUP, {})
+    return all((mark := committed.get(tp)) is not None and mark.offset > offset
+               for tp, offset in positions.items())
 
 
 def test_demo_scenario_and_analytics_agree_with_postgres(marketplace: Marketplace) -> None:
@@ -70,6 +79,7 @@ def test_demo_scenario_and_analytics_agree_with_postgres(marketplace: Marketplac
 
     replayed = produce_again(bootstrap, records)
     eventually(lambda: caught_up(admin, replayed), timeout=120, what="replay consumed")
+    eventually(lambda: indexed_past(admin, replayed), timeout=120, what="replay indexed")
     admin.close()
 
     es.indices.refresh(index=search.INDEX)
