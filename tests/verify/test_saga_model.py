@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, seed, settings
+from hypothesis import HealthCheck, Phase, seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -439,7 +439,10 @@ def test_the_saga_keeps_its_invariants_in_every_history(
             test = get_state_machine_test(SagaModel, settings=settings(
                 max_examples=10, stateful_step_count=25, deadline=None, database=None,
                 suppress_health_check=list(HealthCheck), print_blob=False,
-                report_multiple_bugs=False))
+                report_multiple_bugs=False,
+                # no explain phase: it traces every line of a replay, and a history here is
+                # many thousand lines of the runtime; the story says what happened instead
+                phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]))
             seed(chosen)(test)()
             rounds += 1
             if fixed or time.monotonic() - started > budget():
