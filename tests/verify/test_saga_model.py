@@ -43,9 +43,8 @@ from shared.domain.notifications import Message
 from shared.edge import tokens
 from shared.runtime import config
 from shared.runtime.bootstrap import Runtime
-from tests.helpers.events import app
 from tests.helpers.provider_double import SECRET, ProviderDouble
-from tests.helpers.saga import SagaDriver
+from tests.helpers.saga import SagaDriver, hosted
 from tests.verify import invariants
 
 TARGETS = {"reserve_ticket", "settle_booking", "expire_booking", "cancel_open_payment",
@@ -160,7 +159,7 @@ class SagaModel(RuleBasedStateMachine):
     # --- people ----------------------------------------------------------------
 
     def _http(self, user: uuid.UUID, path: str, body: dict[str, Any]) -> Any:
-        return app("bookings").test_client().post(
+        return hosted("bookings").test_client().post(
             path, json=body, headers={"Authorization": f"Bearer {self.tokens[user]}"})
 
     @rule(user=st.integers(0, 2), course=st.integers(0, 1))
@@ -205,7 +204,7 @@ class SagaModel(RuleBasedStateMachine):
         hook = self.pick(self.provider.webhooks, which)
         if hook is None:
             return
-        answer = app("stripe_webhook").test_client().post(
+        answer = hosted("stripe_webhook").test_client().post(
             "/webhooks/stripe", data=hook.body,
             headers={"Content-Type": "application/json", "Stripe-Signature": hook.signature()})
         assert answer.status_code == 200, (answer.status_code, answer.data)
