@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
@@ -32,17 +33,26 @@ from shared.runtime.kafka import KafkaPublisher
 
 log = logging.getLogger("marketplace.hold_expiry_watcher")
 SOURCE = "/marketplace/functions/hold-expiry-watcher"
+WAIT_SECONDS = 30.0  # a blocked wait's bound: how often an idle watcher wakes for nothing
 
 Publish = Callable[[Envelope[Any]], None]
 
 
 def watch(redis_url: str, publish: Publish, stop: threading.Event,
           ready: threading.Event | None = None) -> None:
-    """Listen until `stop` is set; reconnect when the connection drops."""
+    """Listen until `stop` is set; reconnect when the connection drops.
+
+    It blocks on the subscription rather than polling it: setting `stop`
+    publishes on a channel of its own, which ends the wait at once.
+    """
     db = int((urlparse(redis_url).path or "/0").lstrip("/") or 0)
     channel = f"__keyevent@{db}__:expired"
+    wake = f"marketplace:hold-expiry-watcher:stop:{uuid.uuid4().hex}"
     import redis
 
+    waker = threading.Thread(target=_wake_on_stop, args=(redis_url, wake, stop),
+                             name="hold-expiry-watcher-stop", daemon=True)
+    waker.start()
     while not stop.is_set():
         client: Any = redis.Redis.from_url(redis_url)
         try:
@@ -51,19 +61,35 @@ def watch(redis_url: str, publish: Publish, stop: threading.Event,
             except redis.ResponseError:  # managed Redis: configured by its operator
                 log.warning("could not enable keyspace notifications; relying on the sweeper")
             pubsub = client.pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(channel)
+            pubsub.subscribe(channel, wake)
             if ready is not None:
                 ready.set()
             while not stop.is_set():
-                message = pubsub.get_message(timeout=0.5)
-                if message is None:
+                message = pubsub.get_message(timeout=WAIT_SECONDS)
+                if message is None or message["channel"].decode() != channel:
                     continue
                 _expired(message["data"].decode(), publish)
         except (redis.ConnectionError, OSError):
-            log.warning("lost the Redis connection; reconnecting", exc_info=True)
+            if not stop.is_set():
+                log.warning("lost the Redis connection; reconnecting", exc_info=True)
             stop.wait(1.0)
         finally:
             client.close()
+
+
+def _wake_on_stop(redis_url: str, wake: str, stop: threading.Event) -> None:
+    """Once `stop` is set, publish on the watcher's own channel so its wait ends now."""
+    import redis
+
+    stop.wait()
+    try:
+        client: Any = redis.Redis.from_url(redis_url, socket_timeout=2)
+        try:
+            client.publish(wake, b"stop")
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):  # Redis is away: the wait ends on its own timeout
+        pass
 
 
 def _expired(name: str, publish: Publish) -> None:

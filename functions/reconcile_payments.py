@@ -13,6 +13,9 @@ webhook's own code path (`payments.apply_provider_word`):
 
 Provider calls happen between short transactions, one payment at a time, and
 a payment the provider cannot answer about now is asked again next time.
+
+`due` tells the local schedule whether any payment is waiting that long,
+without calling the function.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from shared.adapters.stripe_provider import ProviderRefused, ProviderUnavailable
 from shared.domain import payments
 from shared.domain.payments import Payment, PaymentStatus
 from shared.runtime.bootstrap import Runtime
+from shared.runtime.config import settings
+from shared.runtime.db import Database
 from shared.runtime.reactions import scheduled_effect, source_of
 from shared.runtime.unit_of_work import unit_of_work
 
@@ -46,6 +51,26 @@ def reconcile_payments(rt: Runtime) -> None:
         except ProviderRefused as exc:  # it does not know the intent: a person must look
             log.error("the provider refused to say about payment %s: %s",
                       payment.payment_id, exc)
+
+
+class _Undo(Exception):
+    """Rolls back `due`'s claim: the question must not change what it asks about."""
+
+
+def due(db: Database) -> bool | None:
+    """For the local schedule: True if a payment has waited long enough to ask about,
+    None if none has (the next look backs off; a new payment rings the doorbell).
+
+    The function's own query, in a transaction rolled back: the same condition,
+    with no second copy of it to drift (nothing is written when nothing is due).
+    """
+    try:
+        with db.transaction() as tx:
+            found = payments.due_for_reconciling(
+                tx, settings().payment_reconcile_after_seconds, 1)
+            raise _Undo(bool(found))
+    except _Undo as undo:
+        return True if undo.args[0] else None
 
 
 def reconcile(rt: Runtime, payment: Payment) -> None:

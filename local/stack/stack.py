@@ -12,6 +12,11 @@ again, as Kubernetes would restart a pod.
 `/healthz` says 200 only once the whole stack is usable: the stack writes
 what is still starting to a file the health function reads
 (`MARKETPLACE_STARTUP_FILE`), and empties it last.
+
+Every process gets the address of the triggers' doorbell
+(`MARKETPLACE_KAFKA_DOORBELL`): its producers ring it once the broker has
+their records, and the emulator's consumers, which the embedded broker would
+otherwise keep polling, fetch only then (`local.knative.doorbell`).
 """
 
 from __future__ import annotations
@@ -30,13 +35,14 @@ import requests
 
 from local import console
 from local.stack import embedded
-from local.stack.embedded import free_port
+from local.stack.embedded import free_port, free_udp_port
 from local.stack.supervisor import Supervised, Supervisor
 from shared import migrations
 from shared.domain.events import DEAD_LETTER_TOPIC, REGISTRY
 from shared.edge.tokens import generate_keys
 from shared.runtime.bootstrap import Runtime, build
 from shared.runtime.config import Settings
+from shared.runtime.kafka import DOORBELL_VARIABLE, Doorbell, KafkaPublisher
 
 log = logging.getLogger("marketplace.stack")
 ROOT = Path(__file__).resolve().parents[2]
@@ -178,6 +184,8 @@ class Stack:
             env.setdefault("AWS_ACCESS_KEY_ID", "local")
             env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
         env["PORT"] = str(cfg.port)
+        if not env.get(DOORBELL_VARIABLE):
+            env[DOORBELL_VARIABLE] = f"127.0.0.1:{free_udp_port()}"
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # each host sums its own workers only
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.env = env
@@ -190,6 +198,8 @@ class Stack:
         # Migrations are applied here, once, before the function processes start (in a
         # cluster: the migrations Job); the functions only check the schema's version.
         self.runtime = build(settings)
+        if isinstance(self.runtime.publisher, KafkaPublisher):  # what this process emits rings
+            self.runtime.publisher.doorbell = Doorbell(env[DOORBELL_VARIABLE])
         migrations.migrate(self.runtime.database)
 
         reactions_port, triggers_port = free_port(), free_port()

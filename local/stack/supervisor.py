@@ -5,6 +5,8 @@ SIGKILL, the fault-injection run) is started again after a back-off that
 doubles with each quick death (0.5 s up to 10 s, like a CrashLoopBackOff with
 a shorter ceiling) and resets once the process has stayed up for a while.
 Every restart is written to the log, so a person can see what happened.
+Each child has a thread blocked in `wait()`: a death is seen at once, and
+nothing runs while every child lives.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ log = logging.getLogger("marketplace.supervisor")
 FIRST_BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 10.0
 STABLE_AFTER_SECONDS = 30.0
-CHECK_EVERY_SECONDS = 0.2
 
 
 @dataclass
@@ -87,13 +88,13 @@ class Supervised:
 
 
 class Supervisor:
-    """Watches every `Supervised` process from one thread and restarts the ones that died."""
+    """Watches every `Supervised` process from a thread of its own and restarts it when it dies."""
 
     def __init__(self, on_restart: Callable[[Supervised], None] | None = None) -> None:
         self.children: dict[str, Supervised] = {}
         self.on_restart = on_restart
         self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
     def add(self, child: Supervised) -> Supervised:
@@ -101,49 +102,47 @@ class Supervisor:
         child.spawn()
         with self._lock:
             self.children[child.role] = child
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._watch, args=(child,),
+                                      name=f"supervisor-{child.role}", daemon=True)
+            self._threads.append(thread)
+        thread.start()
         return child
 
-    def _watch(self) -> None:
-        due: dict[str, float] = {}
-        while not self._stopping.wait(CHECK_EVERY_SECONDS):
-            with self._lock:
-                children = list(self.children.values())
-            for child in children:
-                assert child.process is not None
-                code = child.process.poll()
-                if code is None:
-                    if time.monotonic() - child.started_at > STABLE_AFTER_SECONDS:
-                        child.backoff = FIRST_BACKOFF_SECONDS
-                    continue
-                if child.role not in due:
-                    due[child.role] = time.monotonic() + child.backoff
-                    child.restarts.append(Restart(child.role, code, time.time(), child.backoff))
-                    log.warning("%s exited with %s; restarting in %.1f s (restart %d)",
-                                child.role, _describe(code), child.backoff, len(child.restarts))
-                elif time.monotonic() >= due[child.role] and not self._stopping.is_set():
-                    del due[child.role]
-                    child.kill(signal.SIGKILL)  # what is left of its group
-                    # Spawned from this thread, which lives until stop(): the death
-                    # signal then still ties the child to the stack's lifetime.
-                    child.spawn(long_lived_thread=True)
-                    child.backoff = min(child.backoff * 2, MAX_BACKOFF_SECONDS)
-                    log.warning("%s restarted (pid %d)", child.role, child.pid)
-                    if self.on_restart is not None:
-                        self.on_restart(child)
+    def _watch(self, child: Supervised) -> None:
+        while not self._stopping.is_set():
+            assert child.process is not None
+            code = child.process.wait()
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - child.started_at > STABLE_AFTER_SECONDS:
+                child.backoff = FIRST_BACKOFF_SECONDS  # it had been up a while: not a loop
+            child.restarts.append(Restart(child.role, code, time.time(), child.backoff))
+            log.warning("%s exited with %s; restarting in %.1f s (restart %d)",
+                        child.role, _describe(code), child.backoff, len(child.restarts))
+            if self._stopping.wait(child.backoff):
+                return
+            with self._lock:  # stop() either sees the new process or none is started
+                if self._stopping.is_set():
+                    return
+                child.kill(signal.SIGKILL)  # what is left of its group
+                # Spawned from this thread, which lives until stop(): the death
+                # signal then still ties the child to the stack's lifetime.
+                child.spawn(long_lived_thread=True)
+            child.backoff = min(child.backoff * 2, MAX_BACKOFF_SECONDS)
+            log.warning("%s restarted (pid %d)", child.role, child.pid)
+            if self.on_restart is not None:
+                self.on_restart(child)
 
     def stop(self) -> None:
         """Stop watching, then stop every child (each gets SIGTERM, then SIGKILL)."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
         with self._lock:
+            self._stopping.set()
             children, self.children = list(self.children.values()), {}
+            threads, self._threads = self._threads, []
         for child in reversed(children):
             child.stop()
+        for thread in threads:
+            thread.join(5)
 
 
 def _describe(code: int) -> str:

@@ -145,6 +145,18 @@ def _record(row: dict[str, Any]) -> KafkaRecord:
     return KafkaRecord(row["topic"], bytes(row["record_key"]), bytes(row["value"]), headers)
 
 
+def waiting(db: Database, older_than_seconds: float = 0.0) -> bool:
+    """Whether any row older than a moment is unpublished (is there work for the relay?).
+
+    One probe of the partial index on unpublished rows: no lock, no row read.
+    """
+    with db.transaction() as tx:
+        return bool(tx.scalar(
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE published_at IS NULL"
+            " AND created_at < clock_timestamp() - make_interval(secs => :age))",
+            age=older_than_seconds))
+
+
 def publish(db: Database, producer: Producer, older_than_seconds: float = 0.0,
             limit: int = 500) -> int:
     """Publish unpublished rows older than a moment, and mark them (the relay's work).

@@ -29,8 +29,10 @@ from kafka import (  # type: ignore[import-untyped,unused-ignore]
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
+from local.knative.doorbell import DoorbellListener
 from local.knative.kafkasource import KafkaSourceEmulator
 from local.stack.embedded import EmbeddedServer, create_topics, start_kafka
+from shared.runtime.kafka import Doorbell
 from shared.runtime.routing import Ordering, Reaction
 from tests.helpers import waiting
 
@@ -112,8 +114,17 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
 
 
 @pytest.fixture(scope="module")
-def producer(kafka: EmbeddedServer) -> Iterator[Any]:
+def doorbell() -> Iterator[DoorbellListener]:
+    """The local stack's doorbell: `produce` rings it, as the stack's producers do."""
+    listener = DoorbellListener()
+    yield listener
+    listener.close()
+
+
+@pytest.fixture(scope="module")
+def producer(kafka: EmbeddedServer, doorbell: DoorbellListener) -> Iterator[Any]:
     client = KafkaProducer(bootstrap_servers=kafka.url, acks="all", linger_ms=0)
+    client.doorbell = Doorbell(doorbell.address)  # rung by produce()
     yield client
     client.close(timeout=5)
 
@@ -150,8 +161,13 @@ def produce(
     value: bytes,
     key: bytes = b"k",
     headers: list[tuple[str, bytes]] | None = None,
+    ring: bool = True,
 ) -> Any:
-    return producer.send(topic, key=key, value=value, headers=headers or []).get(timeout=10)
+    """Produce one record and, like the stack's producers, ring the doorbell once it is in."""
+    sent = producer.send(topic, key=key, value=value, headers=headers or []).get(timeout=10)
+    if ring:
+        producer.doorbell.ring([topic])
+    return sent
 
 
 def ce_headers(event_id: str) -> list[tuple[str, bytes]]:
@@ -176,9 +192,11 @@ def emulate(
     reactions: list[Reaction],
     sink_url: Callable[[Reaction], str],
     dead_letters: str,
+    doorbell: DoorbellListener | None = None,
     **options: Any,
 ) -> Iterator[KafkaSourceEmulator]:
-    """Run an emulator; on the way out check that stop is quick and leaves no thread."""
+    """Run an emulator (with a doorbell: as the local stack does); on the way out check
+    that stop is quick and leaves no thread."""
     create_topics(kafka.url, [t for r in reactions for t in r.topics], partitions=4)
     create_topics(kafka.url, [dead_letters], partitions=1)
     before = set(threading.enumerate())
@@ -187,6 +205,7 @@ def emulate(
         reactions,
         sink_url,
         dead_letter_topic=dead_letters,
+        doorbell=doorbell,
         **{"backoff_delay": 0.01, "timeout": 5.0, **options},
     )
     emulator.start()
@@ -232,10 +251,10 @@ def headers_of(record: Any) -> dict[str, bytes]:
 
 
 def test_cloudevent_record_is_posted_in_binary_mode(
-    kafka: EmbeddedServer, producer: Any, sink: Sink
+    kafka: EmbeddedServer, producer: Any, sink: Sink, doorbell: DoorbellListener
 ) -> None:
     reaction = fresh("binary")
-    with emulate(kafka, [reaction], sink.url_for, dead_letter_topic()) as emulator:
+    with emulate(kafka, [reaction], sink.url_for, dead_letter_topic(), doorbell) as emulator:
         produce(producer, reaction.topics[0], b'{"n": 1}', headers=ce_headers("evt-1"))
         eventually(lambda: emulator.stats()[reaction.target].delivered == 1, "delivery")
 
@@ -256,7 +275,7 @@ def test_cloudevent_record_is_posted_in_binary_mode(
 
 
 def test_ordered_delivers_a_partition_one_by_one_unordered_in_parallel(
-    kafka: EmbeddedServer, producer: Any, sink: Sink
+    kafka: EmbeddedServer, producer: Any, sink: Sink, doorbell: DoorbellListener
 ) -> None:
     ordered, unordered = fresh("ordered"), fresh("unordered", "unordered")
     create_topics(kafka.url, ordered.topics + unordered.topics, partitions=4)
@@ -265,7 +284,8 @@ def test_ordered_delivers_a_partition_one_by_one_unordered_in_parallel(
         for i in range(20):  # one key: one partition; produced first, so one batch
             produce(producer, reaction.topics[0], b"{}", headers=ce_headers(f"e{i}"))
 
-    with emulate(kafka, [ordered, unordered], sink.url_for, dead_letter_topic()) as emulator:
+    with emulate(kafka, [ordered, unordered], sink.url_for, dead_letter_topic(),
+                 doorbell) as emulator:
         eventually(
             lambda: all(emulator.stats()[r.target].delivered == 20 for r in (ordered, unordered)),
             "40 deliveries",
@@ -279,11 +299,11 @@ def test_ordered_delivers_a_partition_one_by_one_unordered_in_parallel(
 
 
 def test_retryable_answers_are_retried_with_the_same_event(
-    kafka: EmbeddedServer, producer: Any, sink: Sink
+    kafka: EmbeddedServer, producer: Any, sink: Sink, doorbell: DoorbellListener
 ) -> None:
     reaction = fresh("retry")
     sink.script(reaction, Answer(503), Answer(503), Answer(200))
-    with emulate(kafka, [reaction], sink.url_for, dead_letter_topic()) as emulator:
+    with emulate(kafka, [reaction], sink.url_for, dead_letter_topic(), doorbell) as emulator:
         produce(producer, reaction.topics[0], b"{}", headers=ce_headers("evt-r"))
         eventually(lambda: emulator.stats()[reaction.target].delivered == 1, "delivery")
 
@@ -296,12 +316,13 @@ def test_client_error_is_dead_lettered_at_once_with_knative_error_extensions(
     kafka: EmbeddedServer,
     producer: Any,
     sink: Sink,
+    doorbell: DoorbellListener,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     reaction, dead_letters = fresh("poison"), dead_letter_topic()
     sink.script(reaction, Answer(400, b"price is missing"))
     caplog.set_level(logging.WARNING, logger="marketplace.kafkasource")
-    with emulate(kafka, [reaction], sink.url_for, dead_letters) as emulator:
+    with emulate(kafka, [reaction], sink.url_for, dead_letters, doorbell) as emulator:
         produce(
             producer,
             reaction.topics[0],
@@ -327,7 +348,7 @@ def test_client_error_is_dead_lettered_at_once_with_knative_error_extensions(
 
 
 def test_exhausted_retries_and_connection_errors_are_dead_lettered(
-    kafka: EmbeddedServer, producer: Any, sink: Sink
+    kafka: EmbeddedServer, producer: Any, sink: Sink, doorbell: DoorbellListener
 ) -> None:
     failing, unreachable = fresh("failing"), fresh("unreachable")
     dead_letters = dead_letter_topic()
@@ -340,7 +361,7 @@ def test_exhausted_retries_and_connection_errors_are_dead_lettered(
     }
     sink.script(failing, Answer(500, b"boom " * 400))  # longer than 1024 bytes
     with emulate(
-        kafka, [failing, unreachable], lambda r: urls[r.target], dead_letters, retry=2
+        kafka, [failing, unreachable], lambda r: urls[r.target], dead_letters, doorbell, retry=2
     ) as emulator:
         produce(producer, failing.topics[0], b"{}", headers=ce_headers("evt-f"))
         produce(producer, unreachable.topics[0], b"{}", headers=ce_headers("evt-u"))
@@ -359,11 +380,11 @@ def test_exhausted_retries_and_connection_errors_are_dead_lettered(
 
 
 def test_plain_record_is_wrapped_as_a_knative_kafka_event(
-    kafka: EmbeddedServer, producer: Any, sink: Sink
+    kafka: EmbeddedServer, producer: Any, sink: Sink, doorbell: DoorbellListener
 ) -> None:
     reaction = fresh("plain")
     topic = reaction.topics[0]
-    with emulate(kafka, [reaction], sink.url_for, dead_letter_topic()) as emulator:
+    with emulate(kafka, [reaction], sink.url_for, dead_letter_topic(), doorbell) as emulator:
         json_meta = produce(producer, topic, b'{"hello": "world"}')
         text_meta = produce(producer, topic, b"hi", headers=[("content-type", b"text/plain")])
         eventually(lambda: emulator.stats()[reaction.target].delivered == 2, "deliveries")
@@ -385,7 +406,7 @@ def test_plain_record_is_wrapped_as_a_knative_kafka_event(
 
 
 def test_poison_record_does_not_stall_its_partition(
-    kafka: EmbeddedServer, producer: Any, sink: Sink
+    kafka: EmbeddedServer, producer: Any, sink: Sink, doorbell: DoorbellListener
 ) -> None:
     reaction, dead_letters = fresh("nostall"), dead_letter_topic()
     topic = reaction.topics[0]
@@ -395,7 +416,7 @@ def test_poison_record_does_not_stall_its_partition(
     good = produce(producer, topic, b"{}", headers=ce_headers("evt-next"))
     assert good.partition == poison.partition  # same key, same partition
 
-    with emulate(kafka, [reaction], sink.url_for, dead_letters) as emulator:
+    with emulate(kafka, [reaction], sink.url_for, dead_letters, doorbell) as emulator:
         eventually(lambda: emulator.stats()[reaction.target].delivered == 1, "delivery")
         [record] = read_topic(kafka, dead_letters, 1)
 
@@ -421,13 +442,12 @@ def committed_offset(kafka: EmbeddedServer, reaction: Reaction, partition: int) 
         check.close()
 
 
-def test_delivery_longer_than_max_poll_interval_keeps_the_group(
-    kafka: EmbeddedServer, producer: Any, sink: Sink
+def test_a_delivery_longer_than_a_poll_interval_is_delivered_once_and_committed(
+    kafka: EmbeddedServer, producer: Any, sink: Sink, doorbell: DoorbellListener
 ) -> None:
-    """A sink slower than max_poll_interval_ms (10 s) must not cost the group.
-
-    Without polling (paused) during the batch the consumer is kicked out, the
-    commit fails and the slow record comes again, forever. Takes ~15 s.
+    """A sink slower than kafka-python's 10 s poll interval neither repeats the record nor
+    stalls the next. (A group member would be kicked out unless it kept polling; the
+    emulator is no member, so nothing times out.) Takes ~12 s.
     """
     reaction = fresh("slow")
     sink.script(reaction, Answer(delay=11.0), Answer())
@@ -435,8 +455,68 @@ def test_delivery_longer_than_max_poll_interval_keeps_the_group(
     slow = produce(producer, reaction.topics[0], b"{}", headers=ce_headers("slow"))
     produce(producer, reaction.topics[0], b"{}", headers=ce_headers("after"))
 
-    with emulate(kafka, [reaction], sink.url_for, dead_letter_topic(), timeout=30.0) as emulator:
+    with emulate(kafka, [reaction], sink.url_for, dead_letter_topic(), doorbell,
+                 timeout=30.0) as emulator:
         eventually(lambda: emulator.stats()[reaction.target].delivered == 2, "both")
         eventually(lambda: committed_offset(kafka, reaction, slow.partition) == 2, "commit")
 
     assert [h.headers["ce-id"] for h in sink.received(reaction)] == ["slow", "after"]
+
+
+# --- waiting for records: the doorbell, the look, the long poll ----------------------------
+
+
+def test_an_idle_consumer_does_not_poll_and_a_rung_record_reaches_it_at_once(
+    kafka: EmbeddedServer, producer: Any, sink: Sink, doorbell: DoorbellListener
+) -> None:
+    """At rest a consumer neither polls nor has a fetch waiting at the broker; a record
+    whose producer rang is delivered within a fraction of a second all the same."""
+    reaction = fresh("idle")
+    with emulate(kafka, [reaction], sink.url_for, dead_letter_topic(), doorbell,
+                 look_seconds=(30.0, 30.0)) as emulator:
+        time.sleep(0.5)  # the start's poll is over
+        polls = emulator.stats()[reaction.target].polls
+        time.sleep(2.0)
+        assert emulator.stats()[reaction.target].polls == polls, "an idle consumer polled"
+        took = []
+        for i in range(5):
+            started = time.monotonic()
+            produce(producer, reaction.topics[0], b"{}", headers=ce_headers(f"rung-{i}"))
+            eventually(lambda n=i: emulator.stats()[reaction.target].delivered == n + 1,
+                       "delivery")
+            took.append(time.monotonic() - started)
+            time.sleep(0.3)
+    assert max(took) < 1.0, f"rung records took {took}"
+    assert sorted(took)[2] < 0.25, f"rung records took {took}"
+
+
+def test_a_record_nobody_rang_for_is_found_by_the_paced_look(
+    kafka: EmbeddedServer, producer: Any, sink: Sink, doorbell: DoorbellListener
+) -> None:
+    """A test's or a tool's producer rings no bell: the look at the end offsets finds its
+    record within the look's longest pause."""
+    reaction = fresh("unrung")
+    with emulate(kafka, [reaction], sink.url_for, dead_letter_topic(), doorbell,
+                 look_seconds=(0.2, 1.0)) as emulator:
+        time.sleep(2.5)  # the look has backed off to its longest pause
+        started = time.monotonic()
+        produce(producer, reaction.topics[0], b"{}", headers=ce_headers("unrung"), ring=False)
+        eventually(lambda: emulator.stats()[reaction.target].delivered == 1, "delivery")
+        took = time.monotonic() - started
+    assert took < 3.0, f"found after {took:.1f} s"
+
+
+def test_without_a_doorbell_consumers_long_poll(
+    kafka: EmbeddedServer, producer: Any, sink: Sink
+) -> None:
+    """Against real Kafka (docker-compose) there is no doorbell: a consumer waits in a long
+    fetch, which real Kafka answers as soon as a record arrives. The embedded broker does
+    not, so here the wait is short; the delivery rules are the same."""
+    reaction = fresh("longpoll")
+    with emulate(kafka, [reaction], sink.url_for, dead_letter_topic(),
+                 long_poll_ms=200) as emulator:
+        sent = produce(producer, reaction.topics[0], b"{}", headers=ce_headers("lp-1"),
+                       ring=False)
+        eventually(lambda: emulator.stats()[reaction.target].delivered == 1, "delivery")
+        eventually(lambda: committed_offset(kafka, reaction, sent.partition) == sent.offset + 1,
+                   "commit")
