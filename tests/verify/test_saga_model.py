@@ -16,6 +16,7 @@ printed as a story, with the seed that replays it.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import random
 import time
@@ -423,7 +424,11 @@ def model_rt(rt: Runtime, aws_url: str, monkeypatch: pytest.MonkeyPatch) -> Iter
 # The budget, then hypothesis's own limit on shrinking (five minutes), then some slack.
 @pytest.mark.timeout(budget() + 300 + 120)
 def test_the_saga_keeps_its_invariants_in_every_history(
-        model_rt: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
+        model_rt: Runtime, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Warnings and errors only: pytest keeps every captured record in memory, and a run
+    # of many thousand deliveries logged gigabytes of INFO lines.
+    caplog.set_level(logging.WARNING)
     Run.rt = model_rt
     Run.checking_rest = True
     Run.histories, Run.steps, Run.kinds, Run.first_violation = 0, 0, Counter(), None
