@@ -17,6 +17,7 @@ from functions.analytics import summary
 from local.ops import consistency
 from local.stack.demo import Scenario
 from shared.adapters import search
+from shared.runtime.kafka import DOORBELL_VARIABLE
 from tests.helpers.broker import caught_up, produce_again, read_everything
 from tests.helpers.marketplace import ADMIN_EMAIL, HOLD_TTL_SECONDS, Marketplace
 from tests.helpers.waiting import eventually
@@ -77,7 +78,7 @@ def test_demo_scenario_and_analytics_agree_with_postgres(marketplace: Marketplac
     sent = eventually(lambda: messages(marketplace),
                       lambda m: all(n["status"] != "SENDING" for n in m["stored"]))
 
-    replayed = produce_again(bootstrap, records)
+    replayed = produce_again(bootstrap, records, marketplace.stack.env.get(DOORBELL_VARIABLE))
     eventually(lambda: caught_up(admin, replayed), timeout=120, what="replay consumed")
     eventually(lambda: indexed_past(admin, replayed), timeout=120, what="replay indexed")
     admin.close()

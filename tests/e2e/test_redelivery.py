@@ -11,6 +11,7 @@ from typing import Any
 from kafka import KafkaAdminClient, TopicPartition
 
 from shared.domain.events import REGISTRY
+from shared.runtime.kafka import DOORBELL_VARIABLE
 from tests.helpers.broker import caught_up, produce_again, read_everything
 from tests.helpers.marketplace import HOLD_TTL_SECONDS, Marketplace
 from tests.helpers.waiting import eventually
@@ -78,7 +79,7 @@ def test_replaying_every_record_changes_nothing(marketplace: Marketplace) -> Non
     eventually(lambda: caught_up(admin, positions), what="consumers caught up")
     before = snapshot(marketplace)
 
-    replayed = produce_again(bootstrap, records)
+    replayed = produce_again(bootstrap, records, marketplace.stack.env.get(DOORBELL_VARIABLE))
     assert len(replayed) > 0
     eventually(lambda: caught_up(admin, replayed), timeout=120, what="replay consumed")
     after = snapshot(marketplace)

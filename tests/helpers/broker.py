@@ -12,6 +12,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from shared.domain.events import REGISTRY
+from shared.runtime.kafka import Doorbell
 from shared.runtime.routing import load
 
 IDLE_SECONDS = 2.0
@@ -36,8 +37,13 @@ def read_everything(bootstrap: str) -> list[Any]:
     return records
 
 
-def produce_again(bootstrap: str, records: list[Any]) -> dict[TopicPartition, int]:
-    """Each record again, same partition, key, value and headers (so the same CloudEvent id)."""
+def produce_again(bootstrap: str, records: list[Any],
+                  doorbell: str | None = None) -> dict[TopicPartition, int]:
+    """Each record again, same partition, key, value and headers (so the same CloudEvent id).
+
+    With the local stack's `doorbell` address it rings, as the stack's own producers do, so
+    the replay is read at once rather than at the emulator's next paced look.
+    """
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     replayed: dict[TopicPartition, int] = {}
     for r in records:
@@ -45,6 +51,7 @@ def produce_again(bootstrap: str, records: list[Any]) -> dict[TopicPartition, in
                              partition=r.partition).get(timeout=30)
         replayed[TopicPartition(meta.topic, meta.partition)] = meta.offset
     producer.close()
+    Doorbell(doorbell).ring(tp.topic for tp in replayed)
     return replayed
 
 
