@@ -109,7 +109,10 @@ def _expected(session: load.SessionRecord, row: dict[str, Any]) -> bool:
         # paid in time: confirmed; money that raced the expiry: expired and refunded
         return (status, payment) in {("CONFIRMED", "SUCCEEDED"), ("EXPIRED", "REFUNDED")}
     if session.behaviour == "decline":
-        return (status, reason, payment) == ("CANCELLED", "payment_failed", "FAILED")
+        # declined in time: cancelled; a decline that reached us after the hold ran out
+        # (its webhook late or dropped, the reconciler not yet round): expired, unpaid
+        return (status, reason, payment) in {("CANCELLED", "payment_failed", "FAILED"),
+                                             ("EXPIRED", "hold_expired", "FAILED")}
     if session.behaviour == "cancel":
         return (status, reason) == ("CANCELLED", "user_cancelled")
     if session.behaviour == "late_pay":
