@@ -57,13 +57,6 @@ PARTITIONS = 4
 
 
 @pytest.fixture(scope="module")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    server = start_kafka(Path(tmp_path_factory.mktemp("analytics-kafka")))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def producer(kafka: EmbeddedServer) -> Iterator[Any]:
     client = KafkaProducer(bootstrap_servers=kafka.url, acks="all", linger_ms=0)
     yield client

@@ -90,14 +90,14 @@ def test_the_first_event_after_a_cold_start_is_handled_like_a_warm_one(
                   b=BOOKING)
     assert booking is not None and booking["ticket_id"] is not None
     emitted = outbox(rt)
-    assert [e["topic"] for e in emitted] == ["ticket.reserved"]
+    assert [e["topic"] for e in emitted] == ["ticket.reserved", "payment.requested"]
     assert emitted[0]["data"]["ticket_id"] == str(booking["ticket_id"])
     assert emitted[0]["headers"]["ce_source"] == "/marketplace/functions/reserve-ticket"
 
     again = post_binary(cold_reserve_ticket, event)  # redelivered: nothing changes
     assert again.status_code == 200
     assert scalar(rt, "SELECT count(*) FROM inbox") == 1
-    assert len(outbox(rt)) == 1
+    assert len(outbox(rt)) == 2
     assert scalar(rt, "SELECT count(*) FROM tickets WHERE status = 'RESERVED'") == 1
 
 

@@ -17,7 +17,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +30,7 @@ from werkzeug.wrappers import Request, Response
 
 from local.knative.doorbell import DoorbellListener
 from local.knative.kafkasource import KafkaSourceEmulator
-from local.stack.embedded import EmbeddedServer, create_topics, start_kafka
+from local.stack.embedded import EmbeddedServer, create_topics
 from shared.runtime.kafka import Doorbell
 from shared.runtime.routing import Ordering, Reaction
 from tests.helpers import waiting
@@ -104,13 +103,6 @@ class Sink:
 
 
 # --- fixtures and helpers --------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    server = start_kafka(Path(tmp_path_factory.mktemp("kafkasource")))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
