@@ -43,7 +43,12 @@ def fixture(name: str, **data: Any) -> dict[str, Any]:
 
 def post(target: str, event: dict[str, Any], mode: str = "binary") -> Any:
     """POST an event to a function the way KafkaSource (binary) or a person (structured) does."""
-    client = app(target).test_client()
+    return post_to(app(target), event, mode)
+
+
+def post_to(function: flask.Flask, event: dict[str, Any], mode: str = "binary") -> Any:
+    """The same, to an app already made (one kept for many deliveries)."""
+    client = function.test_client()
     if mode == "structured":
         return client.post("/", data=json.dumps(event),
                            headers={"Content-Type": "application/cloudevents+json"})

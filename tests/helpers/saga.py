@@ -22,7 +22,6 @@ answer is read as KafkaSource reads it: 2xx done, a retryable answer (5xx, 404,
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from shared.runtime import outbox
 from shared.runtime.bootstrap import Runtime
 from shared.runtime.envelope import Envelope, KafkaRecord, kafka_headers_to_http, to_kafka
 from shared.runtime.routing import Reaction, load
-from tests.helpers.events import app, fixture
+from tests.helpers.events import app, fixture, post_to
 
 # One app per function for the driver's life, as a host serves one module: a fresh
 # create_app re-executes the function's file, and a history posts thousands of deliveries.
@@ -209,10 +208,4 @@ class SagaDriver:
 
     def tick(self, target: str) -> int:
         """One PingSource ping of a scheduled function."""
-        ping = fixture("ping")
-        headers = {f"ce-{k}": str(v) for k, v in ping.items()
-                   if k not in {"data", "datacontenttype"}}
-        answer = hosted(target).test_client().post(
-            "/", data=json.dumps(ping["data"]),
-            headers={**headers, "Content-Type": ping["datacontenttype"]})
-        return int(answer.status_code)
+        return int(post_to(hosted(target), fixture("ping")).status_code)
