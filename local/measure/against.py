@@ -3,6 +3,7 @@
     python -m local.measure.bench --against 67e146b --rate 10 --duration 20 --rounds 2
     python -m local.measure.bench --against 67e146b --idle 30
     python -m local.measure.bench --against 67e146b --broker-growth --sizes 0,5000
+    python -m local.measure.bench --against 67e146b --broker-growth --bookings 10000 --rate 25
 
 Two benchmarks taken at different times on a shared machine differ by more
 than most changes do (machines of one kind differ nearly two to one per
@@ -13,7 +14,10 @@ this / REF. REF is built with `git archive` into a temporary folder
 (`local.measure.trees`), and each side runs its own bench as a subprocess in
 its own folder with the same arguments (`--rate`, `--duration`, `--warmup`,
 `--mix`, `--users`, `--hold-ttl`; `--idle SECONDS`, `--settle`; `--sizes`,
-`--probes`), writing its JSON. The table is `local.measure.compare`'s; every
+`--probes`), writing its JSON. `--broker-growth --bookings N` instead
+starts each tree's own `make run` and books and pays N times through it
+from this tree's load generator, then counts the batches its broker stored
+(`local.measure.batches`). The table is `local.measure.compare`'s; every
 run's machine-speed figure is printed under it, to judge the noise. A run
 that fails stops the comparison, which exits 1 and says which side failed
 and why (each run's output is in `.local/bench-against/`).
@@ -32,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from local import console
-from local.measure import compare, idlerun, trees
+from local.measure import batches, compare, idlerun, trees
 from local.measure.bench import reference_loop_ms
 from local.measure.compare import Figures, Routing
 from local.measure.trees import Tree
@@ -124,6 +128,9 @@ def arguments(argv: list[str]) -> argparse.Namespace:
                         help="compare the stacks at rest instead (default 60 s)")
     parser.add_argument("--broker-growth", action="store_true",
                         help="compare local.measure.brokergrowth instead")
+    parser.add_argument("--bookings", type=int,
+                        help="with --broker-growth: the batches stored for this many paid"
+                             " bookings (at --rate, default 20/s) through each tree's make run")
     for option in (*LOAD_OPTIONS, *IDLE_OPTIONS, *BROKER_OPTIONS):
         parser.add_argument(f"--{option}", help="passed to both sides")
     parser.add_argument("--json", type=Path, help="write the comparison here too")
@@ -148,6 +155,24 @@ def _mode(args: argparse.Namespace) -> tuple[str, Callable[[Side, Path], Figures
 
         return (f"the make run stack at rest, {args.idle:.0f} s measured from {settle:.0f} s"
                 " after /healthz answered"), idle
+    if args.broker_growth and args.bookings:
+        rate = float(args.rate) if args.rate is not None else 20.0
+
+        def stored(side: Side, log: Path) -> Figures:
+            side.speeds.append(reference_loop_ms())
+            side.noise.append(None)
+            if side.tree.run is None:
+                raise RunFailed(f"{side.tree.label} has no make run module")
+            try:
+                found = batches.measure(side.tree.folder, side.tree.run, args.bookings, rate,
+                                        log)
+            except Exception as exc:
+                raise RunFailed(f"{type(exc).__name__}: {exc}; its output"
+                                f" ({console.shown(log)}) ends:\n      {_tail(log)}") from exc
+            return compare.batch_figures(found)
+
+        return (f"what the broker stored for {args.bookings} bookings booked and paid at"
+                f" {rate:.0f}/s through each tree's make run"), stored
     if args.broker_growth:
         def broker(side: Side, log: Path) -> Figures:
             side.speeds.append(reference_loop_ms())

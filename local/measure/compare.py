@@ -95,6 +95,9 @@ def load_figures(report: dict[str, Any], routing: Routing | None) -> Figures:
                        ("pay->confirmed", "pay_to_confirmed_ms")):
         for q in ("p50", "p95"):
             found[f"latency ms: {stage} {q}"] = result.get(key, {}).get(q)
+    for hop, q in result.get("hops_ms", {}).items():
+        if "->" in hop and q.get("p50") is not None:
+            found[f"hop p50 ms (inside the stack): {hop}"] = q["p50"]
     cpu: dict[str, float] = result.get("cpu_ms_per_confirmed_booking", {})
     found["CPU ms per booking: " + TOTAL] = stack_total(cpu, _excluded(result))
     found.update(_by_process("CPU ms per booking", cpu))
@@ -129,6 +132,25 @@ def broker_figures(output: str) -> Figures:
             size, where, ms = match.groups()
             found[f"broker CPU ms per round trip: {int(size)} batches {where}"] = float(ms)
     return found
+
+
+def batch_figures(found: dict[str, Any]) -> Figures:
+    """`local.measure.batches.measure`'s result: what the broker stored for the bookings."""
+    figures: Figures = {
+        "broker stored: bookings booked and paid": found.get("bookings"),
+        "broker stored: sessions not as expected": found.get("unexpected_sessions"),
+        "broker stored: batches": found.get("batches"),
+        "broker stored: records": found.get("records"),
+        "broker stored: batches per booking": found.get("batches_per_booking"),
+        "broker stored: records per booking": found.get("records_per_booking"),
+        "broker stored: records per batch": found.get("records_per_batch"),
+    }
+    bookings = found.get("bookings") or 0
+    for topic, counts in sorted(found.get("by_topic", {}).items()):
+        if counts["batches"]:
+            figures[f"batches per booking, by topic: {topic}"] = (
+                counts["batches"] / bookings if bookings else None)
+    return figures
 
 
 def _by_process(section: str, cpu: dict[str, float]) -> Figures:

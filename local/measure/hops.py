@@ -30,16 +30,38 @@ ORDER BY n DESC, o.topic, i.consumer
 """
 
 
+# The webhook's transaction writes payment.succeeded; settle_booking's writes
+# booking.confirmed, as it makes the booking CONFIRMED: both keyed by the booking.
+_SETTLED = """
+SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY c.created_at - s.created_at) AS p50,
+       percentile_disc(0.95) WITHIN GROUP (ORDER BY c.created_at - s.created_at) AS p95,
+       percentile_disc(0.99) WITHIN GROUP (ORDER BY c.created_at - s.created_at) AS p99,
+       count(*) AS n
+FROM outbox s JOIN outbox c ON c.record_key = s.record_key AND c.topic = 'booking.confirmed'
+WHERE s.topic = 'payment.succeeded'
+  AND s.created_at >= to_timestamp(CAST(:since AS float8))
+  AND s.created_at < to_timestamp(CAST(:until AS float8))
+"""
+SETTLED = "webhook's payment.succeeded -> CONFIRMED"
+
+
 def hop_latency(db: Database, since: float, until: float) -> dict[str, dict[str, float]]:
     """Per "topic -> function": p50/p95/p99 in ms and the count, for events written in the window.
 
-    `since` and `until` are epoch seconds.
+    `since` and `until` are epoch seconds. One more line, `SETTLED`: from the
+    webhook's transaction writing payment.succeeded to settle_booking's writing
+    booking.confirmed (the booking CONFIRMED, just before its commit).
     """
     with db.transaction() as tx:
         rows = tx.all(_HOPS, since=since, until=until)
-    return {f"{r['topic']} -> {r['consumer']}": {
+        settled = tx.one(_SETTLED, since=since, until=until)
+    found = {f"{r['topic']} -> {r['consumer']}": {
         **{q: round(_ms(r[q]), 1) for q in ("p50", "p95", "p99")}, "n": int(r["n"])}
         for r in rows}
+    if settled is not None and settled["n"]:
+        found[SETTLED] = {**{q: round(_ms(settled[q]), 1) for q in ("p50", "p95", "p99")},
+                          "n": int(settled["n"])}
+    return found
 
 
 def _ms(interval: Any) -> float:

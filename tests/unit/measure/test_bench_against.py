@@ -175,6 +175,28 @@ def test_the_broker_growth_lines_are_read_from_the_output() -> None:
         "broker CPU ms per round trip: 5000 batches in another topic": 0.83}
 
 
+def test_the_batches_stored_are_per_booking_and_by_topic() -> None:
+    found = {"bookings": 400, "unexpected_sessions": 0, "records": 2000, "batches": 1000,
+             "batches_per_booking": 2.5, "records_per_booking": 5.0, "records_per_batch": 2.0,
+             "by_topic": {"booking.requested": {"records": 400, "batches": 200},
+                          "booking.expired": {"records": 0, "batches": 0}}}
+
+    figures = compare.batch_figures(found)
+
+    assert figures["broker stored: batches per booking"] == 2.5
+    assert figures["batches per booking, by topic: booking.requested"] == 0.5
+    assert "batches per booking, by topic: booking.expired" not in figures  # none stored
+
+
+def test_hops_inside_the_stack_are_compared_by_their_p50() -> None:
+    report = {"result": {"hops_ms": {"payment.succeeded -> settle_booking": {
+        "p50": 9.0, "p95": 20.0, "p99": 30.0, "n": 10}}}}
+
+    figures = compare.load_figures(report, None)
+
+    assert figures["hop p50 ms (inside the stack): payment.succeeded -> settle_booking"] == 9.0
+
+
 def test_only_the_options_given_are_passed_to_both_sides() -> None:
     args = against.arguments(["--against", "HEAD~1", "--rate", "10", "--mix", "pay=9,expire=1"])
 
