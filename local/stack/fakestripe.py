@@ -13,7 +13,10 @@ wants, so this launcher runs its aiohttp app itself:
 * with the stack's webhook registered at start, so a restarted fake (its store
   is memory only) sends webhooks again without anybody registering it;
 * with webhooks sent after `--webhook-delay` seconds instead of its fixed second;
-* with `confirm` taking a `payment_method`, as Stripe's does (its own answers 500).
+* with `confirm` taking a `payment_method`, as Stripe's does (its own answers 500);
+* with its lists read from an index by type: it scans its whole store for each,
+  and a charge lists its refunds whenever it is written out, so each payment
+  cost more than the last (10,000 bookings took it past half a core).
 
     python -m local.stack.fakestripe --port 8420 \
         --webhook-url http://127.0.0.1:8080/webhooks/stripe --webhook-secret whsec_...
@@ -68,6 +71,41 @@ def _confirm_with_method(resources: Any) -> None:
                                for verb, url, func in resources.extra_apis]
 
 
+def _index_lists(resources: Any) -> None:
+    """Keep the store's objects by type as well, and list a type from there."""
+    store_type, store = resources.Store, resources.store
+    by_type: dict[str, dict[str, Any]] = {}
+    for key, value in store.items():
+        by_type.setdefault(key.split(":", 1)[0], {})[key] = value
+    store.by_type = by_type
+    set_item, del_item, clear = store_type.__setitem__, store_type.__delitem__, store_type.clear
+
+    def setitem(self: Any, key: str, value: Any) -> None:
+        set_item(self, key, value)
+        self.by_type.setdefault(key.split(":", 1)[0], {})[key] = value
+
+    def delitem(self: Any, key: str) -> None:
+        del_item(self, key)
+        self.by_type.get(key.split(":", 1)[0], {}).pop(key, None)
+
+    def cleared(self: Any) -> None:
+        clear(self)
+        self.by_type.clear()
+
+    store_type.__setitem__, store_type.__delitem__, store_type.clear = setitem, delitem, cleared
+    base = resources.StripeObject
+
+    def list_all(cls: Any, /, url: str, limit: Any = None, starting_after: Any = None,
+                 **kwargs: Any) -> Any:
+        if kwargs:
+            raise resources.UserError(400, "Unexpected " + ", ".join(kwargs.keys()))
+        found = resources.List(url, limit=limit, starting_after=starting_after)
+        found._list = list(store.by_type.get(cls.object, {}).values())
+        return found
+
+    base._api_list_all = classmethod(list_all)
+
+
 def _delay_webhooks(webhooks: Any, seconds: float) -> None:
     """Its sender sleeps a fixed second before each webhook; make that `seconds`."""
 
@@ -84,6 +122,7 @@ def prepare(webhook_url: str, webhook_secret: str, webhook_delay: float) -> Any:
     resources.Store.dump_to_disk = lambda self: None
     _teach_declining_tokens(resources)
     _confirm_with_method(resources)
+    _index_lists(resources)
     _delay_webhooks(webhooks, webhook_delay)
     from localstripe import server  # builds its routes now, from the adjusted resources
 
