@@ -286,8 +286,8 @@ class KafkaSourceEmulator:
                     # position() is not free: the lag is read once a second, and on the
                     # way to rest, so that /metrics does not keep a figure from mid-flow.
                     first = reaction.consumer_group not in self._lag
-                    if first or (batch or not rung) and (
-                            resting or time.monotonic() - lag_read_at >= _LAG_SECONDS):
+                    if first or ((batch or not rung) and (
+                            resting or time.monotonic() - lag_read_at >= _LAG_SECONDS)):
                         self._lag[reaction.consumer_group] = positions.lag(consumer)
                         lag_read_at = time.monotonic()
                 except KafkaError as exc:  # a broker hiccup: what is not committed comes again
