@@ -252,11 +252,13 @@ class KafkaSourceEmulator:
                     due = (max(0.0, committed_at + _COMMIT_SECONDS - time.monotonic())
                            if positions.uncommitted else None)
                     if not wake.wait(due):
-                        with suppress(KafkaError):  # kept for the next commit
+                        try:
                             positions.commit(consumer)
-                            committed_at = time.monotonic()
-                        self._lag[reaction.consumer_group] = positions.lag(consumer)
-                        lag_read_at = time.monotonic()
+                            self._lag[reaction.consumer_group] = positions.lag(consumer)
+                            lag_read_at = time.monotonic()
+                        except KafkaError as exc:  # kept for the next commit, a second on
+                            _log.warning("consumer %s: %s", reaction.consumer_group, exc)
+                        committed_at = time.monotonic()
                         continue
                     if self._stopping.is_set():
                         break

@@ -17,10 +17,6 @@ next offset, in one partition read at a time.
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,15 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from local.apiclient import ApiClient
-from local.measure import cpu, idle, idlerun, load
+from local.measure import cpu, idlerun, load
 from local.measure.load import Profile, Target
-from local.stack.embedded import free_port
 from local.stack.stack import LOAD_RUN_ENV, LOAD_RUN_TOKEN_TTL_SECONDS
 
 ADMIN = ("admin@marketplace.local", "batches-admin-password")
 SETTLED_WITHIN_SECONDS = 120.0  # after the last session, until no batch is added
 QUIET_SECONDS = 3.0
-COURSE_TICKETS = 10_000  # the most tickets a course may have (the API's limit)
 
 
 @dataclass(frozen=True)
@@ -103,23 +97,11 @@ def settled(bootstrap: str) -> Stored:
 
 @contextmanager
 def running(tree: Path, module: str, log: Path) -> Iterator[tuple[str, str]]:
-    """The tree's `make run` on a free port, with the load run's limits: (API URL, broker)."""
-    port = free_port()
-    env = {**os.environ, **LOAD_RUN_ENV, "PORT": str(port), "ADMIN_EMAIL": ADMIN[0],
-           "ADMIN_PASSWORD": ADMIN[1],
+    """The tree's `make run` with the load run's limits (`idlerun.started`): (API URL, broker)."""
+    env = {**LOAD_RUN_ENV, "ADMIN_EMAIL": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1],
            "ACCESS_TOKEN_TTL_SECONDS": str(LOAD_RUN_TOKEN_TTL_SECONDS)}
-    argv = [sys.executable, "-m", module, "--workdir", str(log.with_suffix(".workdir"))]
-    with log.open("ab") as output:
-        process = subprocess.Popen(argv, cwd=tree, env=env, stdin=subprocess.DEVNULL,
-                                   stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    try:
-        api = f"http://127.0.0.1:{port}"
-        idle.wait_healthy(api + "/healthz", lambda: process.poll() is None)
-        yield api, _broker(process.pid)
-    finally:
-        idlerun.stop(process)
-        shutil.rmtree(log.with_suffix(".workdir"), ignore_errors=True)
+    with idlerun.started(tree, module, log, env) as (process, port):
+        yield f"http://127.0.0.1:{port}", _broker(process.pid)
 
 
 def _broker(leader: int) -> str:
@@ -137,9 +119,7 @@ def measure(tree: Path, module: str, bookings: int, rate: float, log: Path) -> d
     with running(tree, module, log) as (api, broker):
         admin = ApiClient(api).login(*ADMIN)
         users = load.register_users(api, 50)
-        count = math.ceil((bookings + 20) / COURSE_TICKETS)  # as the bench spreads them
-        courses = [str(admin.publish_course(math.ceil((bookings + 20) / count))["course_id"])
-                   for _ in range(count)]
+        courses = load.publish_courses(admin, bookings)
         before = settled(broker)
         result = load.start(Target(api, users, courses),
                             Profile(rate, bookings / rate, {"pay": 1.0})).join()

@@ -149,10 +149,7 @@ class Bench:
                       self.timing(), cpu.machine_busy_seconds(), os.getloadavg()[0])
 
     def courses(self, sessions: int) -> list[str]:
-        capacity = sessions + 20
-        count = math.ceil(capacity / 10_000)
-        return [str(self.admin.publish_course(math.ceil(capacity / count))["course_id"])
-                for _ in range(count)]
+        return load.publish_courses(self.admin, sessions)
 
     def measure(self, rate: float, window: float, warmup: float, mix: dict[str, float]
                 ) -> Figures:

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,32 +63,41 @@ def roles_of(leader: int) -> dict[str, int]:
     return found
 
 
-def measure(tree: Path, module: str, seconds: float, settle: float, log: Path
-            ) -> dict[str, Any]:
-    """`python -m module` in `tree` on a free PORT: `idle.report` over `seconds` at rest.
+@contextlib.contextmanager
+def started(tree: Path, module: str, log: Path, env: dict[str, str] | None = None
+            ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`python -m module` in `tree` on a free PORT, once its /healthz answers: (process, port).
 
     Its state goes to a folder of its own next to `log` when the module takes
     `--workdir`: `make run` empties its default folder (`.local/run`), which in
-    this tree may be a person's running stack.
+    this tree may be a person's running stack. Stopped, and that folder
+    removed, on exit.
     """
     port = free_port()
-    env = {**os.environ, "PORT": str(port)}
     argv = [sys.executable, "-m", module]
     if '"--workdir"' in (tree / (module.replace(".", "/") + ".py")).read_text():
         argv += ["--workdir", str(log.with_suffix(".workdir"))]
     with log.open("ab") as output:
-        process = subprocess.Popen(argv, cwd=tree, env=env, stdin=subprocess.DEVNULL,
-                                   stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(argv, cwd=tree, env={**os.environ, **(env or {}),
+                                                        "PORT": str(port)},
+                                   stdin=subprocess.DEVNULL, stdout=output,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
         idle.wait_healthy(f"http://127.0.0.1:{port}/healthz", lambda: process.poll() is None)
+        yield process, port
+    finally:
+        stop(process)
+        shutil.rmtree(log.with_suffix(".workdir"), ignore_errors=True)
+
+
+def measure(tree: Path, module: str, seconds: float, settle: float, log: Path
+            ) -> dict[str, Any]:
+    """`python -m module` in `tree` (`started`): `idle.report` over `seconds` at rest."""
+    with started(tree, module, log) as (process, _):
         time.sleep(settle)
         before = idle.sample(roles_of(process.pid), cpu.own_process_seconds(process.pid))
         time.sleep(seconds)
         after = idle.sample(roles_of(process.pid), cpu.own_process_seconds(process.pid))
-    finally:
-        stop(process)
-        shutil.rmtree(log.with_suffix(".workdir"), ignore_errors=True)
     return idle.report(before, after, settle)
 
 

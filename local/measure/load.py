@@ -30,6 +30,7 @@ faults or samples CPU while the load runs.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -54,6 +55,7 @@ __all__ = [
     "SessionSettings",
     "SignedIn",
     "Target",
+    "publish_courses",
     "register_users",
     "run",
     "start",
@@ -245,6 +247,17 @@ def run(target: Target, profile: Profile) -> LoadResult:
 
 
 # --- setting up a target -------------------------------------------------------------------
+
+
+COURSE_TICKETS = 10_000  # the most tickets a course may have (the API's limit)
+
+
+def publish_courses(admin: SignedIn, sessions: int) -> list[str]:
+    """Enough courses for `sessions` bookings and a few spare, as few as the API allows."""
+    capacity = sessions + 20
+    count = math.ceil(capacity / COURSE_TICKETS)
+    return [str(admin.publish_course(math.ceil(capacity / count))["course_id"])
+            for _ in range(count)]
 
 
 def register_users(base_url: str, count: int, workers: int = 4) -> list[SignedIn]:
